@@ -1,0 +1,28 @@
+"""SpectralMoE: dual-gated mixture-of-experts adapters on frozen foundation models for domain-generalized
+semantic segmentation of hyperspectral, multispectral and RGB remote-sensing imagery (Chen et al., CVPR 2026)."""
+
+import importlib
+
+# Public name -> module that defines it; modules are imported on first use so `import modeling_spectralmoe` is cheap.
+_EXPORTS = {
+    "SpectralMoEConfig": "configuration_spectralmoe",
+    "DOFAConfig": "configuration_dofa",
+    "DOFAModel": "modeling_dofa",
+    "convert_official_dofa_state_dict": "modeling_dofa",
+    "SpectralMoEAdapter": "spectralmoe_adapter",
+    "SpectralMoEMask2FormerHead": "mask2former_head",
+    "SpectralMoEImageProcessor": "image_processing_spectralmoe",
+    "SpectralMoEForSemanticSegmentation": "modeling_spectralmoe",
+    "SpectralMoEPreTrainedModel": "modeling_spectralmoe",
+    "SpectralMoESemanticSegmenterOutput": "modeling_spectralmoe",
+    "SegmentationMeanIoU": "segmentation_metric",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+    return getattr(module, name)

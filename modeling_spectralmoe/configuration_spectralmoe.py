@@ -1,0 +1,253 @@
+"""Configuration of SpectralMoE: frozen visual + depth encoders, the dual-gated MoE adapter and a Mask2Former head."""
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+
+from .configuration_dofa import DOFAConfig
+from .encoder_checkpoints import known_encoder_config
+
+
+GATINGS = ("laplace", "softmax", "gaussian")
+PERCEPTUAL_MAPS = ("dot_product", "official_sum_product")
+FUSIONS = ("cross_attention", "official_diagonal", "add", "none")
+GRID_ALIGNMENTS = ("resample_patch_embed", "resize_input")
+PATCH_EMBED_EXPANSIONS = ("cyclic", "mean")
+
+
+def default_out_indices(num_layers: int) -> list[int]:
+    """SPEC §1 step 4: layers 7, 11, 15, 23 for 24 layers, 3, 5, 7, 11 for 12 (1/3, 1/2, 2/3, last)."""
+    if num_layers == 24:
+        return [7, 11, 15, 23]
+    if num_layers == 12:
+        return [3, 5, 7, 11]
+    quarter = [num_layers // 3 - 1, num_layers // 2 - 1, 2 * num_layers // 3 - 1, num_layers - 1]
+    return sorted({max(0, index) for index in quarter}) if num_layers >= 4 else list(range(num_layers))
+
+
+def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
+    """Turns a serialized sub-config (dict with `model_type`) back into its config class."""
+    if value is None or isinstance(value, PreTrainedConfig):
+        return value
+    value = dict(value)
+    model_type = value.pop("model_type")
+    value.pop("transformers_version", None)
+    if model_type == DOFAConfig.model_type:
+        return DOFAConfig(**value)
+    return AutoConfig.for_model(model_type, **value)
+
+
+class SpectralMoEConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`SpectralMoEForSemanticSegmentation`] (Chen et al., CVPR 2026). Only the adapter and the
+    Mask2Former head are trained; the visual foundation model (DINOv3 or DOFA) and the depth foundation model (the
+    DINOv2 encoder of Prompt Depth Anything) stay frozen. Building a model from this config never downloads: the
+    encoders' architectures come from `backbone_config` / `depth_backbone_config`, from a local folder named by
+    `backbone` / `depth_backbone`, or from the package's table of known checkpoints.
+
+    Args:
+        backbone (`str`, *optional*, defaults to `"facebook/dinov3-vitl16-pretrain-lvd1689m"`):
+            Hub id or local path of the frozen visual encoder (DINOv3 or DOFA), loaded by
+            `load_pretrained_encoders()`.
+        backbone_config (`PreTrainedConfig` or `dict`, *optional*):
+            Architecture of the visual encoder (`DINOv3ViTConfig` or `DOFAConfig`). Resolved from `backbone` when
+            not given.
+        depth_backbone (`str`, *optional*, defaults to `"depth-anything/prompt-depth-anything-vitl-hf"`):
+            Hub id or local path of a Prompt Depth Anything / Depth Anything checkpoint whose DINOv2 encoder supplies
+            the depth tokens. `None` with `fusion="none"`.
+        depth_backbone_config (`PreTrainedConfig` or `dict`, *optional*):
+            Architecture of the depth encoder (`Dinov2Config`). Resolved from `depth_backbone` when not given.
+        num_channels (`int`, *optional*, defaults to 3):
+            Number of input bands.
+        band_names (`list[str]`, *optional*):
+            Name of each input band (e.g. `["NIR", "R", "G", "B"]`); one per band.
+        wavelengths (`list[float]`, *optional*):
+            Central wavelength of each band in micrometres; required by DOFA, one per band.
+        depth_rgb_bands (`list[int]`, *optional*, defaults to `[0, 1, 2]`):
+            Indices of the bands fed to the depth encoder as R, G, B (after normalisation).
+        patch_embed_expansion (`str`, *optional*, defaults to `"cyclic"`):
+            How a DINOv3 RGB patch kernel is widened to `num_channels` bands: `"cyclic"` (band c takes RGB kernel
+            c mod 3, authors' code) or `"mean"` (every band takes the RGB mean times 3 / C).
+        depth_grid_alignment (`str`, *optional*, defaults to `"resample_patch_embed"`):
+            How the depth encoder's patch-14 grid is paired with the visual patch-16 grid:
+            `"resample_patch_embed"` resizes its patch kernel to the visual patch size at load time (authors' code);
+            `"resize_input"` resizes its RGB input to (H/16*14, W/16*14).
+        out_indices (`list[int]`, *optional*):
+            0-based visual layers whose adapted patch tokens feed the decoder at strides 4, 8, 16, 32. Defaults to
+            7, 11, 15, 23 for 24 layers and 3, 5, 7, 11 for 12.
+        num_experts (`int`, *optional*, defaults to 6):
+            Experts per layer (E).
+        top_k (`int`, *optional*, defaults to 1):
+            Experts kept per token (k).
+        expert_rank (`int`, *optional*, defaults to 16):
+            Rank r of each expert's token factorisation `A @ B`.
+        num_expert_tokens (`int`, *optional*, defaults to 100):
+            Tokens per expert (m); must equal `num_queries`, since the tokens also give the queries' positions.
+        gating (`str`, *optional*, defaults to `"laplace"`):
+            Router logits: `"laplace"` (-L2 distance to prototypes, paper), `"softmax"` (dot product) or
+            `"gaussian"` (-squared L2 distance).
+        noisy_gating (`bool`, *optional*, defaults to `True`):
+            Add learned Gaussian noise to the router logits in training mode.
+        aux_loss_coef (`float`, *optional*, defaults to 1000.0):
+            Weight of the load-balancing loss CV²(importance) + CV²(load), summed over modalities (released code).
+        perceptual_map (`str`, *optional*, defaults to `"dot_product"`):
+            Token-to-expert-token scores: `"dot_product"` (paper) or `"official_sum_product"` (released code).
+        fusion (`str`, *optional*, defaults to `"cross_attention"`):
+            Depth fusion: `"cross_attention"` (paper), `"official_diagonal"` (released code), `"add"` (ablation
+            w/o cross-attention) or `"none"` (ablation w/o depth; no depth encoder is built).
+        shared_gate (`bool`, *optional*, defaults to `False`):
+            One router per layer for both modalities (ablation w/o dual gating).
+        adapter_scale_init (`float`, *optional*, defaults to 1e-3):
+            Initial value of the shared residual scale `s`.
+        frozen_activation_checkpointing (`bool`, *optional*, defaults to `False`):
+            Recompute the frozen visual layers in the backward pass instead of storing their activations.
+        decoder_hidden_dim (`int`, *optional*, defaults to 256):
+            Feature and mask dimension of the Mask2Former head.
+        num_queries (`int`, *optional*, defaults to 100):
+            Mask queries.
+        decoder_num_heads (`int`, *optional*, defaults to 8):
+            Attention heads in the pixel decoder and the transformer decoder.
+        pixel_decoder_layers (`int`, *optional*, defaults to 6):
+            Multi-scale deformable-attention encoder layers of the pixel decoder.
+        pixel_decoder_ffn_dim (`int`, *optional*, defaults to 1024):
+            Feed-forward width of the pixel decoder layers.
+        pixel_decoder_num_points (`int`, *optional*, defaults to 4):
+            Sampling points per head and level of the deformable attention.
+        decoder_layers (`int`, *optional*, defaults to 9):
+            Masked-attention transformer decoder layers.
+        decoder_ffn_dim (`int`, *optional*, defaults to 2048):
+            Feed-forward width of the transformer decoder layers.
+        class_weight (`float`, *optional*, defaults to 2.0):
+            Weight of the classification cross-entropy (and its matching cost).
+        mask_weight (`float`, *optional*, defaults to 5.0):
+            Weight of the mask binary cross-entropy (and its matching cost).
+        dice_weight (`float`, *optional*, defaults to 5.0):
+            Weight of the dice loss (and its matching cost).
+        no_object_weight (`float`, *optional*, defaults to 0.1):
+            Cross-entropy weight of the "no object" class.
+        train_num_points (`int`, *optional*, defaults to 12544):
+            Points sampled per mask for the mask losses.
+        oversample_ratio (`float`, *optional*, defaults to 3.0):
+            Oversampling ratio of the point sampling.
+        importance_sample_ratio (`float`, *optional*, defaults to 0.75):
+            Fraction of points sampled by uncertainty.
+        mmdet_compatible_head (`bool`, *optional*, defaults to `False`):
+            Reproduce the numerics of the authors' mmdet Mask2Former head (needed for their released checkpoint).
+        id2label (`dict[int, str]`, *optional*):
+            Class names; their count is the number of classes.
+    """
+
+    model_type = "spectralmoe"
+
+    backbone: str | None = "facebook/dinov3-vitl16-pretrain-lvd1689m"
+    backbone_config: Any = None
+    depth_backbone: str | None = "depth-anything/prompt-depth-anything-vitl-hf"
+    depth_backbone_config: Any = None
+    num_channels: int = 3
+    band_names: list[str] | None = None
+    wavelengths: list[float] | None = None
+    depth_rgb_bands: list[int] | tuple[int, ...] = (0, 1, 2)
+    patch_embed_expansion: str = "cyclic"
+    depth_grid_alignment: str = "resample_patch_embed"
+    out_indices: list[int] | None = None
+    num_experts: int = 6
+    top_k: int = 1
+    expert_rank: int = 16
+    num_expert_tokens: int = 100
+    gating: str = "laplace"
+    noisy_gating: bool = True
+    aux_loss_coef: float = 1000.0
+    perceptual_map: str = "dot_product"
+    fusion: str = "cross_attention"
+    shared_gate: bool = False
+    adapter_scale_init: float = 1e-3
+    frozen_activation_checkpointing: bool = False
+    decoder_hidden_dim: int = 256
+    num_queries: int = 100
+    decoder_num_heads: int = 8
+    pixel_decoder_layers: int = 6
+    pixel_decoder_ffn_dim: int = 1024
+    pixel_decoder_num_points: int = 4
+    decoder_layers: int = 9
+    decoder_ffn_dim: int = 2048
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    mmdet_compatible_head: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.depth_rgb_bands = list(self.depth_rgb_bands)
+        if self.fusion == "none":
+            self.depth_backbone = None
+        self.backbone_config = _as_encoder_config(self.backbone_config)
+        self.depth_backbone_config = _as_encoder_config(self.depth_backbone_config)
+        if self.backbone_config is None and self.backbone is not None:
+            self.backbone_config = known_encoder_config(self.backbone, role="visual")
+        if self.depth_backbone_config is None and self.depth_backbone is not None:
+            self.depth_backbone_config = known_encoder_config(self.depth_backbone, role="depth")
+        if self.out_indices is None and self.backbone_config is not None:
+            self.out_indices = default_out_indices(self.backbone_config.num_hidden_layers)
+        self.validate()
+
+    @property
+    def uses_dofa(self) -> bool:
+        return isinstance(self.backbone_config, DOFAConfig)
+
+    def validate(self) -> None:
+        """Checks every choice field and the band metadata; errors say what was expected and what was found."""
+        for name, allowed in (
+            ("gating", GATINGS),
+            ("perceptual_map", PERCEPTUAL_MAPS),
+            ("fusion", FUSIONS),
+            ("depth_grid_alignment", GRID_ALIGNMENTS),
+            ("patch_embed_expansion", PATCH_EMBED_EXPANSIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, found {getattr(self, name)!r}.")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(f"`top_k` must be in [1, num_experts={self.num_experts}], found {self.top_k}.")
+        if self.num_expert_tokens != self.num_queries:
+            raise ValueError(
+                f"`num_expert_tokens` ({self.num_expert_tokens}) must equal `num_queries` ({self.num_queries}): "
+                "the expert tokens give the decoder's query position embedding."
+            )
+        if self.band_names is not None and len(self.band_names) != self.num_channels:
+            raise ValueError(
+                f"`band_names` has {len(self.band_names)} entries but `num_channels` is {self.num_channels}."
+            )
+        if self.wavelengths is not None and len(self.wavelengths) != self.num_channels:
+            raise ValueError(
+                f"`wavelengths` has {len(self.wavelengths)} entries but `num_channels` is {self.num_channels}."
+            )
+        if self.uses_dofa and self.wavelengths is None:
+            raise ValueError("A DOFA visual encoder needs `wavelengths` (micrometres, one per band); found None.")
+        if self.fusion != "none":
+            if len(self.depth_rgb_bands) != 3:
+                raise ValueError(f"`depth_rgb_bands` must name 3 bands (R, G, B), found {self.depth_rgb_bands}.")
+            out_of_range = [i for i in self.depth_rgb_bands if not 0 <= i < self.num_channels]
+            if out_of_range:
+                raise ValueError(
+                    f"`depth_rgb_bands` indices must be in [0, {self.num_channels - 1}] for {self.num_channels} "
+                    f"bands, found {out_of_range}."
+                )
+        self._validate_encoder_pair()
+
+    def _validate_encoder_pair(self) -> None:
+        visual, depth = self.backbone_config, self.depth_backbone_config
+        if self.fusion == "none" or visual is None or depth is None:
+            return
+        if (visual.hidden_size, visual.num_hidden_layers) != (depth.hidden_size, depth.num_hidden_layers):
+            raise ValueError(
+                "The depth encoder must match the visual encoder's width and depth (the experts are shared by both "
+                f"modalities): visual has hidden_size={visual.hidden_size}, {visual.num_hidden_layers} layers; "
+                f"depth has hidden_size={depth.hidden_size}, {depth.num_hidden_layers} layers. Pair a ViT-L visual "
+                "encoder with PromptDA-L or Depth-Anything-V2-Large."
+            )
+
+
+__all__ = ["SpectralMoEConfig"]
