@@ -1,0 +1,286 @@
+"""The SpectralMoE adapter (SPEC §2): a dual-gated mixture of low-rank token experts applied after every ViT layer."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration_spectralmoe import FUSIONS, GATINGS, PERCEPTUAL_MAPS, SpectralMoEConfig
+from .moe_routing import RoutingResult, load_balancing_loss, route
+
+
+VISUAL, DEPTH = 0, 1
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}, found {value!r}.")
+
+
+class SpectralMoEAdapter(nn.Module):
+    r"""
+    The plug-in module of SpectralMoE for all `num_layers` layers of a frozen ViT. After layer `l` it routes each
+    visual patch token and each depth patch token to its top-k experts (one router per modality), turns the experts'
+    token banks into per-token adjustments, fuses the depth adjustments into the visual ones and adds the result to
+    the visual patch tokens. Prefix tokens (cls, registers) pass through unchanged.
+
+    Args:
+        num_layers (`int`): layers of the host ViT (L).
+        hidden_size (`int`): token width of the host ViT and of the depth encoder (D).
+        num_experts (`int`, defaults to 6): experts per layer (E).
+        top_k (`int`, defaults to 1): experts kept per token (k).
+        expert_rank (`int`, defaults to 16): rank r of each expert's tokens `A @ B`.
+        num_expert_tokens (`int`, defaults to 100): tokens per expert (m), also the decoder's query count.
+        query_dim (`int`, defaults to 256): width of the query position embedding (Q).
+        gating (`str`, defaults to `"laplace"`): `"laplace"`, `"softmax"` or `"gaussian"` router logits.
+        noisy_gating (`bool`, defaults to `True`): learned router noise in training mode.
+        perceptual_map (`str`, defaults to `"dot_product"`): `"dot_product"` or `"official_sum_product"`.
+        fusion (`str`, defaults to `"cross_attention"`): `"cross_attention"`, `"official_diagonal"`, `"add"`, `"none"`.
+        shared_gate (`bool`, defaults to `False`): one router for both modalities (ablation w/o dual gating).
+        aux_loss_coef (`float`, defaults to 1000.0): weight of the load-balancing loss.
+        scale_init (`float`, defaults to 1e-3): initial residual scale `s`.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        hidden_size: int,
+        num_experts: int = 6,
+        top_k: int = 1,
+        expert_rank: int = 16,
+        num_expert_tokens: int = 100,
+        query_dim: int = 256,
+        gating: str = "laplace",
+        noisy_gating: bool = True,
+        perceptual_map: str = "dot_product",
+        fusion: str = "cross_attention",
+        shared_gate: bool = False,
+        aux_loss_coef: float = 1000.0,
+        scale_init: float = 1e-3,
+    ):
+        super().__init__()
+        _check_choice("gating", gating, GATINGS)
+        _check_choice("perceptual_map", perceptual_map, PERCEPTUAL_MAPS)
+        _check_choice("fusion", fusion, FUSIONS)
+        if not 1 <= top_k <= num_experts:
+            raise ValueError(f"`top_k` must be in [1, num_experts={num_experts}], found {top_k}.")
+        self.num_layers, self.hidden_size = num_layers, hidden_size
+        self.num_experts, self.top_k = num_experts, top_k
+        self.gating, self.noisy_gating = gating, noisy_gating
+        self.perceptual_map, self.fusion = perceptual_map, fusion
+        self.shared_gate, self.aux_loss_coef = shared_gate, aux_loss_coef
+        self.scale_init = scale_init
+
+        num_routers = 1 if shared_gate or fusion == "none" else 2  # "none" never routes depth tokens
+        self.experts_a = nn.Parameter(torch.empty(num_layers, num_experts, num_expert_tokens, expert_rank))
+        self.experts_b = nn.Parameter(torch.empty(num_layers, num_experts, expert_rank, hidden_size))
+        self.gate_prototypes = nn.Parameter(torch.empty(num_layers, num_routers, hidden_size, num_experts))
+        self.noise_weights = nn.Parameter(torch.empty(num_layers, num_routers, hidden_size, num_experts))
+        self.token2feat = nn.Linear(hidden_size, hidden_size)
+        self.delta_f = nn.Linear(hidden_size, hidden_size)
+        self.scale = nn.Parameter(torch.empty(()))
+        self.transform = nn.Linear(hidden_size, query_dim)
+        self.merge = nn.Linear(3 * query_dim, query_dim)
+        self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: SpectralMoEConfig) -> "SpectralMoEAdapter":
+        return cls(
+            num_layers=config.backbone_config.num_hidden_layers,
+            hidden_size=config.backbone_config.hidden_size,
+            num_experts=config.num_experts,
+            top_k=config.top_k,
+            expert_rank=config.expert_rank,
+            num_expert_tokens=config.num_expert_tokens,
+            query_dim=config.decoder_hidden_dim,
+            gating=config.gating,
+            noisy_gating=config.noisy_gating,
+            perceptual_map=config.perceptual_map,
+            fusion=config.fusion,
+            shared_gate=config.shared_gate,
+            aux_loss_coef=config.aux_loss_coef,
+            scale_init=config.adapter_scale_init,
+        )
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """SPEC §2 initialisation: A kaiming-uniform per expert (fan-in r), B, gates and noise zero, scale 1e-3."""
+        bound = 1.0 / math.sqrt(self.experts_a.shape[-1])  # kaiming_uniform(a=sqrt(5)) on each (m, r) matrix
+        self.experts_a.uniform_(-bound, bound)
+        self.experts_b.zero_()
+        self.gate_prototypes.zero_()
+        self.noise_weights.zero_()
+        for linear in (self.token2feat, self.delta_f, self.transform, self.merge):
+            linear.reset_parameters()
+        self.scale.fill_(self.scale_init)
+
+    def expert_tokens(self, layer_idx: int) -> torch.Tensor:
+        """Expert token banks `T[l, e] = A[l, e] @ B[l, e]` of one layer, shape (E, m, D)."""
+        return self.experts_a[layer_idx] @ self.experts_b[layer_idx]
+
+    def query_embeddings(self) -> torch.Tensor:
+        """Mask2Former query position embedding from the expert tokens (SPEC §2), shape (m, Q)."""
+        per_layer = (self.experts_a @ self.experts_b).mean(1)  # (L, m, D): mean over experts
+        queries = self.transform(per_layer)  # (L, m, Q)
+        pooled = torch.stack([queries.max(0).values, queries.mean(0), queries[-1]], dim=-1)  # (m, Q, 3)
+        return self.merge(pooled.flatten(-2))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        depth_hidden_states: torch.Tensor | None,
+        layer_idx: int,
+        num_prefix_tokens: int,
+        depth_num_prefix_tokens: int = 1,
+        return_router_probs: bool = False,
+    ):
+        """Adapts the visual patch tokens after layer `layer_idx`.
+
+        Args:
+            hidden_states (`torch.FloatTensor` of shape `(B, P + N, D)`): visual tokens, P prefix tokens first.
+            depth_hidden_states (`torch.FloatTensor` of shape `(B, Pd + N, D)`, *optional*): depth tokens of the same
+                layer; ignored (may be `None`) when `fusion="none"`.
+            layer_idx (`int`): 0-based layer index.
+            num_prefix_tokens (`int`): P, e.g. 5 for DINOv3 (cls + 4 registers), 1 for DOFA.
+            depth_num_prefix_tokens (`int`, defaults to 1): Pd, 1 for DINOv2 (cls).
+            return_router_probs (`bool`): also return `(visual_gates, depth_gates)`, each (B, N, E); depth `None`
+                when `fusion="none"`.
+
+        Returns:
+            `(hidden_states, aux_loss)` or `(hidden_states, aux_loss, (visual_gates, depth_gates))`: the adapted tokens
+            (B, P + N, D) and this layer's load-balancing loss (scalar).
+        """
+        prefix, visual = hidden_states[:, :num_prefix_tokens], hidden_states[:, num_prefix_tokens:]
+        batch_size, num_patches, hidden_size = visual.shape
+        modalities = [visual]
+        if self.fusion != "none":
+            modalities.append(self._depth_patches(depth_hidden_states, depth_num_prefix_tokens, visual.shape))
+        flat = [tokens.reshape(-1, hidden_size) for tokens in modalities]
+        routings = [self._route(tokens, layer_idx, modality) for modality, tokens in enumerate(flat)]
+        adjustments = self._expert_adjustments(torch.cat(flat), routings, layer_idx)
+        adjustments = adjustments.view(len(flat), batch_size, num_patches, hidden_size)
+        fused = self._fuse(adjustments[VISUAL], adjustments[DEPTH] if len(flat) > 1 else None)
+        visual = visual + self.scale * self.delta_f(fused + visual)
+        outputs = (torch.cat([prefix, visual], dim=1), load_balancing_loss(routings, self.aux_loss_coef))
+        if not return_router_probs:
+            return outputs
+        gates = [routing.gates.view(batch_size, num_patches, -1) for routing in routings]
+        return outputs + ((gates[VISUAL], gates[DEPTH] if len(gates) > 1 else None),)
+
+    @staticmethod
+    def _depth_patches(depth_hidden_states, depth_num_prefix_tokens: int, visual_shape) -> torch.Tensor:
+        if depth_hidden_states is None:
+            raise ValueError("`depth_hidden_states` is required unless `fusion='none'`.")
+        depth = depth_hidden_states[:, depth_num_prefix_tokens:]
+        if depth.shape != visual_shape:
+            raise ValueError(
+                f"Depth patch tokens {tuple(depth.shape)} must pair one-to-one with visual patch tokens "
+                f"{tuple(visual_shape)}: check the depth grid alignment and the prefix-token counts."
+            )
+        return depth
+
+    def _route(self, tokens: torch.Tensor, layer_idx: int, modality: int) -> RoutingResult:
+        router = 0 if self.gate_prototypes.shape[1] == 1 else modality
+        return route(
+            tokens,
+            self.gate_prototypes[layer_idx, router],
+            self.noise_weights[layer_idx, router],
+            self.top_k,
+            self.gating,
+            add_noise=self.noisy_gating and self.training,
+        )
+
+    def _expert_adjustments(self, tokens: torch.Tensor, routings: list[RoutingResult], layer_idx: int) -> torch.Tensor:
+        """Gate-weighted expert adjustments of eqs. 3-5 for tokens (T, D) of all modalities, shape (T, D).
+
+        Tokens are grouped by expert, so each expert scores only its own tokens against its m tokens: no per-token
+        copy of an expert bank is made and the cost is that of k experts per token, not E.
+        """
+        expert_tokens = self.expert_tokens(layer_idx)  # (E, m, D)
+        expert_features = self.token2feat(expert_tokens[:, 1:])  # (E, m - 1, D): token 0 is the "no change" slot
+        token_ids = torch.arange(tokens.shape[0], device=tokens.device).repeat_interleave(self.top_k)
+        expert_ids = torch.cat([routing.top_k_indices for routing in routings]).reshape(-1)
+        gate_values = torch.cat([routing.top_k_gates for routing in routings]).reshape(-1)
+        order = expert_ids.argsort(stable=True)
+        counts = torch.bincount(expert_ids, minlength=self.num_experts).tolist()
+        adjustments = torch.zeros_like(tokens)
+        for expert, (ids, gates) in enumerate(zip(token_ids[order].split(counts), gate_values[order].split(counts))):
+            if ids.numel() == 0:
+                continue
+            routed = tokens[ids]
+            weights = torch.softmax(self._perceptual_scores(routed, expert_tokens[expert]), dim=-1)
+            delta = weights[:, 1:] @ expert_features[expert]
+            adjustments.index_add_(0, ids, delta * gates.unsqueeze(1).to(delta.dtype))
+        return adjustments
+
+    def _perceptual_scores(self, tokens: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        """Scores of tokens (n, D) against one expert's bank (m, D), scaled by 1/sqrt(D), shape (n, m)."""
+        if self.perceptual_map == "dot_product":
+            scores = tokens @ bank.t()
+        else:  # the released einsum "bc,td->bt" sums each index separately: a product of row sums
+            scores = tokens.sum(-1, keepdim=True) * bank.sum(-1).unsqueeze(0)
+        return scores / math.sqrt(self.hidden_size)
+
+    def _fuse(self, visual: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+        """Fusion of eq. 6 for adjustments of shape (B, N, D)."""
+        if self.fusion == "none":
+            return visual
+        if self.fusion == "add":
+            return visual + depth
+        if self.fusion == "cross_attention":
+            return F.scaled_dot_product_attention(visual, depth, depth)
+        # official_diagonal: A[n, m] = softmax_m(d_n . v_m / sqrt(D)); only A[n, n] rescales v_n.
+        scale = 1.0 / math.sqrt(self.hidden_size)
+        log_normaliser = torch.logsumexp((depth @ visual.transpose(1, 2)) * scale, dim=-1)
+        diagonal = (depth * visual).sum(-1) * scale
+        return torch.exp(diagonal - log_normaliser).unsqueeze(-1) * visual
+
+    def load_official_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Loads the authors' DepthMoE weights (key names of `golden/README.md`, without the `backbone.depthmoe.`
+        prefix). Every key must be known and every parameter covered; the authors' `mean`/`std` buffers are not
+        weights of the adapter and are rejected here (the checkpoint converter drops them). With `fusion="none"` the
+        file's depth routers are unused and skipped."""
+        if self.shared_gate:
+            raise ValueError("The authors' weights hold one router per modality; they cannot fill `shared_gate=True`.")
+        num_routers = self.gate_prototypes.shape[1]
+        self.load_state_dict(
+            convert_official_adapter_state_dict(state_dict, self.num_layers, self.num_experts, num_routers)
+        )
+
+
+def convert_official_adapter_state_dict(
+    state_dict: dict[str, torch.Tensor], num_layers: int, num_experts: int, num_routers: int = 2
+) -> dict[str, torch.Tensor]:
+    """Maps the authors' per-layer, per-expert tensors onto our stacked parameters. With `num_routers=1` (a model
+    without depth) only the visual router `w_gate.{l}.0` / `w_noise.{l}.0` is kept.
+
+    Raises:
+        ValueError: naming every unknown key and every missing one.
+    """
+    remaining = dict(state_dict)
+
+    def take(key: str) -> torch.Tensor:
+        if key not in remaining:
+            raise ValueError(f"Official adapter state dict is missing {key!r}.")
+        return remaining.pop(key)
+
+    def stack(name: str, inner: int) -> torch.Tensor:
+        return torch.stack(
+            [torch.stack([take(f"{name}.{l}.{i}") for i in range(inner)]) for l in range(num_layers)]
+        )
+
+    converted = {
+        "experts_a": stack("experts_a", num_experts),
+        "experts_b": stack("experts_b", num_experts),
+        "gate_prototypes": stack("w_gate", 2)[:, :num_routers],
+        "noise_weights": stack("w_noise", 2)[:, :num_routers],
+        "scale": take("scale").reshape(()),
+    }
+    for ours, theirs in (("token2feat", "mlp_token2feat"), ("delta_f", "mlp_delta_f"), ("transform", "transform"),
+                         ("merge", "merge")):
+        for part in ("weight", "bias"):
+            converted[f"{ours}.{part}"] = take(f"{theirs}.{part}")
+    if remaining:
+        raise ValueError(f"Unexpected keys in the official adapter state dict: {sorted(remaining)}.")
+    return converted
