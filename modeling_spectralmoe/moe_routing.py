@@ -23,12 +23,39 @@ class RoutingResult:
     load: torch.Tensor
 
 
+class EuclideanDistance(torch.autograd.Function):
+    """`torch.cdist(tokens, prototypes.T)` with a backward in matrix form.
+
+    cdist's own backward materialises a (T, E, D) difference tensor; the gradient of ||x - w_e|| is (x - w_e) / d_e,
+    which sums over experts as two small matrix products instead.
+    """
+
+    @staticmethod
+    def forward(ctx, tokens: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        distance = torch.cdist(tokens, prototypes.t())
+        ctx.save_for_backward(tokens, prototypes, distance)
+        return distance
+
+    @staticmethod
+    def backward(ctx, grad_distance: torch.Tensor):
+        tokens, prototypes, distance = ctx.saved_tensors
+        weights = grad_distance / distance.clamp_min(1e-12)  # (T, E); the gradient at distance 0 is taken as 0
+        grad_tokens = tokens * weights.sum(1, keepdim=True) - weights @ prototypes.t()
+        grad_prototypes = prototypes * weights.sum(0, keepdim=True) - (weights.t() @ tokens).t()
+        return grad_tokens, grad_prototypes
+
+
+def project(tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`tokens @ weights` for tokens (T, D) and a skinny (D, E) matrix. As `F.linear` the weight gradient is computed
+    as (E, T) @ (T, D), several times faster on CPU than the (D, T) @ (T, E) that autograd of `@` picks."""
+    return F.linear(tokens, weights.t())
+
+
 def gating_logits(tokens: torch.Tensor, prototypes: torch.Tensor, gating: str) -> torch.Tensor:
     """Clean router logits `h` of eq. 1, shape (T, E), for tokens (T, D) and prototypes (D, E)."""
     if gating == "softmax":
-        return tokens @ prototypes
-    # cdist keeps the Euclidean distance exact for large D, where |x|^2 - 2xy + |y|^2 cancels badly.
-    distance = torch.cdist(tokens.float(), prototypes.t().float()).to(tokens.dtype)
+        return project(tokens, prototypes)
+    distance = EuclideanDistance.apply(tokens.float(), prototypes.float()).to(tokens.dtype)
     return -distance if gating == "laplace" else -distance.square()
 
 
@@ -70,7 +97,7 @@ def route(
     clean_logits = gating_logits(tokens, prototypes, gating)
     logits, noise_std = clean_logits, None
     if add_noise:
-        noise_std = F.softplus(tokens @ noise_weights) + 0.01
+        noise_std = F.softplus(project(tokens, noise_weights)) + 0.01
         logits = clean_logits + torch.randn_like(clean_logits) * noise_std
     top_logits, top_indices = logits.topk(min(top_k + 1, num_experts), dim=1)
     top_k_indices = top_indices[:, :top_k]

@@ -5,6 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 
 from .configuration_spectralmoe import FUSIONS, GATINGS, PERCEPTUAL_MAPS, SpectralMoEConfig
 from .moe_routing import RoutingResult, load_balancing_loss, route
@@ -66,7 +67,7 @@ class SpectralMoEAdapter(nn.Module):
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"`top_k` must be in [1, num_experts={num_experts}], found {top_k}.")
         self.num_layers, self.hidden_size = num_layers, hidden_size
-        self.num_experts, self.top_k = num_experts, top_k
+        self.num_experts, self.top_k, self.expert_rank = num_experts, top_k, expert_rank
         self.gating, self.noisy_gating = gating, noisy_gating
         self.perceptual_map, self.fusion = perceptual_map, fusion
         self.shared_gate, self.aux_loss_coef = shared_gate, aux_loss_coef
@@ -106,18 +107,17 @@ class SpectralMoEAdapter(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """SPEC §2 initialisation: A kaiming-uniform per expert (fan-in r), B, gates and noise zero, scale 1e-3."""
+        # transformers' init functions leave tensors already loaded from a checkpoint untouched.
         bound = 1.0 / math.sqrt(self.experts_a.shape[-1])  # kaiming_uniform(a=sqrt(5)) on each (m, r) matrix
-        self.experts_a.uniform_(-bound, bound)
-        self.experts_b.zero_()
-        self.gate_prototypes.zero_()
-        self.noise_weights.zero_()
+        init.uniform_(self.experts_a, -bound, bound)
+        init.zeros_(self.experts_b)
+        init.zeros_(self.gate_prototypes)
+        init.zeros_(self.noise_weights)
         for linear in (self.token2feat, self.delta_f, self.transform, self.merge):
-            linear.reset_parameters()
-        self.scale.fill_(self.scale_init)
-
-    def expert_tokens(self, layer_idx: int) -> torch.Tensor:
-        """Expert token banks `T[l, e] = A[l, e] @ B[l, e]` of one layer, shape (E, m, D)."""
-        return self.experts_a[layer_idx] @ self.experts_b[layer_idx]
+            init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
+            fan_in_bound = 1.0 / math.sqrt(linear.in_features)
+            init.uniform_(linear.bias, -fan_in_bound, fan_in_bound)
+        init.constant_(self.scale, self.scale_init)
 
     def query_embeddings(self) -> torch.Tensor:
         """Mask2Former query position embedding from the expert tokens (SPEC §2), shape (m, Q)."""
@@ -158,9 +158,10 @@ class SpectralMoEAdapter(nn.Module):
             modalities.append(self._depth_patches(depth_hidden_states, depth_num_prefix_tokens, visual.shape))
         flat = [tokens.reshape(-1, hidden_size) for tokens in modalities]
         routings = [self._route(tokens, layer_idx, modality) for modality, tokens in enumerate(flat)]
-        adjustments = self._expert_adjustments(torch.cat(flat), routings, layer_idx)
-        adjustments = adjustments.view(len(flat), batch_size, num_patches, hidden_size)
-        fused = self._fuse(adjustments[VISUAL], adjustments[DEPTH] if len(flat) > 1 else None)
+        coefficients = self._expert_coefficients(torch.cat(flat), routings, layer_idx)
+        coefficients = coefficients.view(len(flat), batch_size, num_patches, -1)
+        basis = self.adjustment_basis(layer_idx)
+        fused = self._fuse(coefficients[VISUAL], coefficients[DEPTH] if len(flat) > 1 else None, basis) @ basis
         visual = visual + self.scale * self.delta_f(fused + visual)
         outputs = (torch.cat([prefix, visual], dim=1), load_balancing_loss(routings, self.aux_loss_coef))
         if not return_router_probs:
@@ -191,49 +192,68 @@ class SpectralMoEAdapter(nn.Module):
             add_noise=self.noisy_gating and self.training,
         )
 
-    def _expert_adjustments(self, tokens: torch.Tensor, routings: list[RoutingResult], layer_idx: int) -> torch.Tensor:
-        """Gate-weighted expert adjustments of eqs. 3-5 for tokens (T, D) of all modalities, shape (T, D).
+    def adjustment_basis(self, layer_idx: int) -> torch.Tensor:
+        """Basis of every expert adjustment of one layer, shape (E * r + 1, D).
 
-        Tokens are grouped by expert, so each expert scores only its own tokens against its m tokens: no per-token
-        copy of an expert bank is made and the cost is that of k experts per token, not E.
+        An adjustment is `Σ_{j≥1} S_j token2feat(T_e[j])` with `T_e = A_e @ B_e`, so it equals
+        `(S[1:] @ A_e[1:]) @ (B_e W^T) + (Σ_{j≥1} S_j) b` for token2feat's weight W and bias b: a combination of the r
+        rows of `B_e W^T` of each expert and of b. Working with these E * r + 1 coefficients instead of D-dimensional
+        vectors makes the experts and both fusions cheaper by about D / (E * r + 1), exactly.
         """
-        expert_tokens = self.expert_tokens(layer_idx)  # (E, m, D)
-        expert_features = self.token2feat(expert_tokens[:, 1:])  # (E, m - 1, D): token 0 is the "no change" slot
-        token_ids = torch.arange(tokens.shape[0], device=tokens.device).repeat_interleave(self.top_k)
-        expert_ids = torch.cat([routing.top_k_indices for routing in routings]).reshape(-1)
-        gate_values = torch.cat([routing.top_k_gates for routing in routings]).reshape(-1)
+        directions = self.experts_b[layer_idx].flatten(0, 1) @ self.token2feat.weight.t()  # (E * r, D)
+        return torch.cat([directions, self.token2feat.bias.unsqueeze(0)])
+
+    def _expert_coefficients(self, tokens: torch.Tensor, routings: list[RoutingResult], layer_idx: int) -> torch.Tensor:
+        """Gate-weighted expert adjustments of eqs. 3-5 for tokens (T, D) of all modalities, as coefficients on
+        `adjustment_basis(layer_idx)`, shape (T, E * r + 1).
+
+        Token slots are sorted by expert once, so each expert scores only its own contiguous block of tokens: no
+        per-token copy of an expert bank is made, the cost is that of k experts per token (not E), and one gather plus
+        one inverse gather replace per-expert scatters (whose backward zero-fills a (T, D) tensor each).
+        """
+        experts_a, experts_b = self.experts_a[layer_idx], self.experts_b[layer_idx]  # (E, m, r), (E, r, D)
+        expert_ids = torch.cat([routing.top_k_indices for routing in routings]).reshape(-1)  # (T * k,)
         order = expert_ids.argsort(stable=True)
         counts = torch.bincount(expert_ids, minlength=self.num_experts).tolist()
-        adjustments = torch.zeros_like(tokens)
-        for expert, (ids, gates) in enumerate(zip(token_ids[order].split(counts), gate_values[order].split(counts))):
-            if ids.numel() == 0:
-                continue
-            routed = tokens[ids]
-            weights = torch.softmax(self._perceptual_scores(routed, expert_tokens[expert]), dim=-1)
-            delta = weights[:, 1:] @ expert_features[expert]
-            adjustments.index_add_(0, ids, delta * gates.unsqueeze(1).to(delta.dtype))
-        return adjustments
+        # index_select: its backward is an index_add, much cheaper than advanced indexing's accumulating index_put.
+        sorted_tokens = tokens.index_select(0, order // self.top_k)
+        blocks = []
+        for expert, routed in enumerate(sorted_tokens.split(counts)):
+            scores = self._perceptual_scores(routed, experts_a[expert], experts_b[expert])
+            weights = torch.softmax(scores, dim=-1)[:, 1:]  # token 0 is the "no change" slot
+            on_directions = F.pad(weights @ experts_a[expert, 1:], (expert * self.expert_rank, 0))
+            on_directions = F.pad(on_directions, (0, (self.num_experts - expert - 1) * self.expert_rank))
+            blocks.append(torch.cat([on_directions, weights.sum(-1, keepdim=True)], dim=-1))
+        slot_coefficients = torch.cat(blocks).index_select(0, order.argsort())  # back to (token, slot) order
+        if self.top_k == 1:  # the single gate is exactly 1 with zero gradient: skip a pass
+            return slot_coefficients
+        gate_values = torch.cat([routing.top_k_gates for routing in routings]).reshape(-1, 1)
+        slot_coefficients = slot_coefficients * gate_values.to(slot_coefficients.dtype)
+        return slot_coefficients.view(tokens.shape[0], self.top_k, -1).sum(1)
 
-    def _perceptual_scores(self, tokens: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-        """Scores of tokens (n, D) against one expert's bank (m, D), scaled by 1/sqrt(D), shape (n, m)."""
+    def _perceptual_scores(self, tokens: torch.Tensor, factor_a: torch.Tensor, factor_b: torch.Tensor) -> torch.Tensor:
+        """Scores of tokens (n, D) against one expert's bank `A @ B` (m, D), scaled by 1/sqrt(D), shape (n, m)."""
         if self.perceptual_map == "dot_product":
-            scores = tokens @ bank.t()
+            scores = F.linear(F.linear(tokens, factor_b), factor_a)  # (x B^T) A^T, never forming the bank
         else:  # the released einsum "bc,td->bt" sums each index separately: a product of row sums
-            scores = tokens.sum(-1, keepdim=True) * bank.sum(-1).unsqueeze(0)
+            scores = tokens.sum(-1, keepdim=True) * (factor_a @ factor_b.sum(-1)).unsqueeze(0)
         return scores / math.sqrt(self.hidden_size)
 
-    def _fuse(self, visual: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
-        """Fusion of eq. 6 for adjustments of shape (B, N, D)."""
+    def _fuse(self, visual: torch.Tensor, depth: torch.Tensor | None, basis: torch.Tensor) -> torch.Tensor:
+        """Fusion of eq. 6 on adjustment coefficients of shape (B, N, K); dot products of adjustments go through the
+        basis' Gram matrix."""
         if self.fusion == "none":
             return visual
         if self.fusion == "add":
             return visual + depth
-        if self.fusion == "cross_attention":
-            return F.scaled_dot_product_attention(visual, depth, depth)
-        # official_diagonal: A[n, m] = softmax_m(d_n . v_m / sqrt(D)); only A[n, n] rescales v_n.
         scale = 1.0 / math.sqrt(self.hidden_size)
-        log_normaliser = torch.logsumexp((depth @ visual.transpose(1, 2)) * scale, dim=-1)
-        diagonal = (depth * visual).sum(-1) * scale
+        gram = basis @ basis.t()  # (K, K)
+        if self.fusion == "cross_attention":
+            return F.scaled_dot_product_attention(visual @ gram, depth, depth, scale=scale)
+        # official_diagonal: A[n, m] = softmax_m(d_n . v_m / sqrt(D)); only A[n, n] rescales v_n.
+        depth_in_gram = depth @ gram
+        log_normaliser = torch.logsumexp((depth_in_gram @ visual.transpose(1, 2)) * scale, dim=-1)
+        diagonal = (depth_in_gram * visual).sum(-1) * scale
         return torch.exp(diagonal - log_normaliser).unsqueeze(-1) * visual
 
     def load_official_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:

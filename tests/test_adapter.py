@@ -212,3 +212,14 @@ def test_official_loader_rejects_unknown_and_missing_keys():
     del params["experts_b.1.2"]
     with pytest.raises(ValueError, match="experts_b.1.2"):
         adapter.load_official_state_dict(params)
+
+
+def test_euclidean_distance_gradient_matches_autograd_of_the_definition():
+    from modeling_spectralmoe.moe_routing import EuclideanDistance
+
+    torch.manual_seed(0)
+    tokens = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    prototypes = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(EuclideanDistance.apply, (tokens, prototypes))
+    reference = (tokens[:, :, None] - prototypes[None]).norm(dim=1)
+    torch.testing.assert_close(EuclideanDistance.apply(tokens, prototypes), reference)
