@@ -9,6 +9,7 @@ _EXPORTS = {
     "DOFAConfig": "configuration_dofa",
     "DOFAModel": "modeling_dofa",
     "convert_official_dofa_state_dict": "modeling_dofa",
+    "load_dofa_weights": "modeling_dofa",
     "SpectralMoEAdapter": "spectralmoe_adapter",
     "SpectralMoEMask2FormerHead": "mask2former_head",
     "SpectralMoEImageProcessor": "image_processing_spectralmoe",

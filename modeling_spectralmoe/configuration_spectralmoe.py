@@ -16,13 +16,9 @@ PATCH_EMBED_EXPANSIONS = ("cyclic", "mean")
 
 
 def default_out_indices(num_layers: int) -> list[int]:
-    """SPEC §1 step 4: layers 7, 11, 15, 23 for 24 layers, 3, 5, 7, 11 for 12 (1/3, 1/2, 2/3, last)."""
-    if num_layers == 24:
-        return [7, 11, 15, 23]
-    if num_layers == 12:
-        return [3, 5, 7, 11]
-    quarter = [num_layers // 3 - 1, num_layers // 2 - 1, 2 * num_layers // 3 - 1, num_layers - 1]
-    return sorted({max(0, index) for index in quarter}) if num_layers >= 4 else list(range(num_layers))
+    """Ends of the first third, half, two thirds and the last layer: 7, 11, 15, 23 for 24 layers and 3, 5, 7, 11 for
+    12 (SPEC §1 step 4). Shallow test encoders may repeat a layer."""
+    return [max(0, index) for index in (num_layers // 3 - 1, num_layers // 2 - 1, 2 * num_layers // 3 - 1, num_layers - 1)]
 
 
 def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
@@ -133,6 +129,9 @@ class SpectralMoEConfig(PreTrainedConfig):
             Fraction of points sampled by uncertainty.
         mmdet_compatible_head (`bool`, *optional*, defaults to `False`):
             Reproduce the numerics of the authors' mmdet Mask2Former head (needed for their released checkpoint).
+        encoder_weights_in_checkpoint (`bool`, *optional*, defaults to `False`):
+            Written by `save_pretrained`: whether the saved folder also holds the frozen encoders' weights. When it
+            does not, `from_pretrained` loads them from `backbone` / `depth_backbone`.
         id2label (`dict[int, str]`, *optional*):
             Class names; their count is the number of classes.
     """
@@ -178,6 +177,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     mmdet_compatible_head: bool = False
+    encoder_weights_in_checkpoint: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -28,3 +28,60 @@ def real_data_dir(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent")
     return path
+
+
+TINY_LABELS = {0: "impervious", 1: "building", 2: "vegetation"}
+
+
+def save_tiny_dinov3(path: Path, seed: int = 0) -> str:
+    """A 4-layer DINOv3 (patch 16, cls + 4 registers, width 32) with random weights, saved like a Hub checkpoint."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(seed)
+    config = DINOv3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                             patch_size=16, num_register_tokens=4, image_size=64)
+    DINOv3ViTModel(config).save_pretrained(path)
+    return str(path)
+
+
+def save_tiny_depth_model(path: Path, seed: int = 1) -> str:
+    """A Prompt Depth Anything model around a 4-layer DINOv2 (patch 14, width 32) with random weights."""
+    from transformers import Dinov2Config, PromptDepthAnythingConfig, PromptDepthAnythingForDepthEstimation
+
+    torch.manual_seed(seed)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, patch_size=14, image_size=56,
+                            out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    config = PromptDepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32,
+                                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8)
+    PromptDepthAnythingForDepthEstimation(config).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tmp_path_factory) -> tuple[str, str]:
+    """Paths of a tiny DINOv3 and a tiny depth model, named like Hub checkpoints are."""
+    root = tmp_path_factory.mktemp("encoders")
+    return save_tiny_dinov3(root / "dinov3"), save_tiny_depth_model(root / "depth")
+
+
+def tiny_config(visual_path: str, depth_path: str, **overrides):
+    """A SpectralMoE config small enough for CPU tests: E=3, r=4, m=8 queries, width-32 head, 256 points."""
+    from modeling_spectralmoe import SpectralMoEConfig
+
+    settings = dict(
+        backbone=visual_path, depth_backbone=depth_path, num_channels=3, id2label=TINY_LABELS, num_experts=3,
+        expert_rank=4, num_expert_tokens=8, num_queries=8, decoder_hidden_dim=32, decoder_num_heads=4,
+        pixel_decoder_layers=1, pixel_decoder_ffn_dim=32, decoder_layers=2, decoder_ffn_dim=32, train_num_points=256,
+    )
+    settings.update(overrides)
+    return SpectralMoEConfig(**settings)
+
+
+def randomize_adapter(model, seed: int = 0) -> None:
+    """Non-zero expert tokens, routers and scale, so that every input path reaches the logits."""
+    generator = torch.Generator().manual_seed(seed)
+    adapter = model.adapter
+    with torch.no_grad():
+        for parameter in (adapter.experts_b, adapter.gate_prototypes, adapter.noise_weights):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        adapter.scale.fill_(0.5)

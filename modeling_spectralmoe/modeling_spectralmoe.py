@@ -1,0 +1,256 @@
+"""SpectralMoE for semantic segmentation: frozen visual + depth encoders, the dual-gated MoE adapter, Mask2Former."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_spectralmoe import SpectralMoEConfig
+from .frozen_encoders import FrozenDepthEncoder, FrozenVisualEncoder
+from .mask2former_head import SpectralMoEMask2FormerHead
+from .spectralmoe_adapter import SpectralMoEAdapter
+
+
+FROZEN_PREFIXES = ("visual_encoder.", "depth_encoder.")
+FEATURE_SCALES = (4.0, 2.0, 1.0, 0.5)  # strides 4, 8, 16, 32 from the patch-16 grid
+
+
+@dataclass
+class SpectralMoESemanticSegmenterOutput(ModelOutput):
+    r"""
+    Output of [`SpectralMoEForSemanticSegmentation`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Weighted Mask2Former loss (class, mask, dice over every decoder layer) plus `aux_loss`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
+            Per-class scores at the input resolution: softmax class probabilities (no-object dropped) times sigmoid
+            masks, summed over queries. Argmax over dim 1 gives the label map.
+        class_queries_logits (`torch.FloatTensor` of shape `(batch_size, num_queries, num_labels + 1)`):
+            Class logits of each query after the last decoder layer (last entry = no object).
+        masks_queries_logits (`torch.FloatTensor` of shape `(batch_size, num_queries, height / 4, width / 4)`):
+            Mask logits of each query after the last decoder layer.
+        aux_loss (`torch.FloatTensor` of shape `()`):
+            Load-balancing loss of the adapter, averaged over layers.
+        visual_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_logits=True`):
+            One tensor per encoder layer of shape `(batch_size, num_patches, num_experts)`: the gates of the visual
+            patch tokens (k non-zero entries per token, summing to 1).
+        depth_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_logits=True`):
+            The same for the depth patch tokens; `None` when `fusion="none"`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    class_queries_logits: torch.FloatTensor | None = None
+    masks_queries_logits: torch.FloatTensor | None = None
+    aux_loss: torch.FloatTensor | None = None
+    visual_router_probs: tuple[torch.FloatTensor, ...] | None = None
+    depth_router_probs: tuple[torch.FloatTensor, ...] | None = None
+
+
+class SpectralMoEPreTrainedModel(PreTrainedModel):
+    config_class = SpectralMoEConfig
+    base_model_prefix = "spectralmoe"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    # The frozen encoders are reloaded from their own checkpoints; their absence from a saved folder is expected.
+    _keys_to_ignore_on_load_missing = [r"^visual_encoder\.", r"^depth_encoder\."]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Only our own composite modules carry an init scheme (SPEC §2, Mask2Former's); the encoders are
+        `PreTrainedModel`s and initialise themselves."""
+        if isinstance(module, (SpectralMoEAdapter, SpectralMoEMask2FormerHead)):
+            module.reset_parameters()
+
+
+class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
+    r"""
+    SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3 or DOFA) whose patch tokens are
+    adjusted after every layer by a dual-gated mixture-of-experts adapter fed with the tokens of a frozen depth
+    foundation model, followed by a Mask2Former head. Only the adapter and the head are trained.
+
+    `Model(config)` builds every part with random weights and never downloads; `load_pretrained_encoders()` fills the
+    frozen encoders from `config.backbone` / `config.depth_backbone`; `from_pretrained` loads a trained adapter and
+    head and then the encoders the same way, unless the folder holds them too.
+    """
+
+    def __init__(self, config: SpectralMoEConfig):
+        super().__init__(config)
+        self.visual_encoder = FrozenVisualEncoder(config)
+        self.depth_encoder = (
+            FrozenDepthEncoder(config, self.visual_encoder.patch_size) if config.fusion != "none" else None
+        )
+        self.adapter = SpectralMoEAdapter.from_config(config)
+        hidden_size = config.backbone_config.hidden_size
+        self.decode_head = SpectralMoEMask2FormerHead(config, in_channels=[hidden_size] * len(FEATURE_SCALES))
+        for encoder in self.frozen_encoders():
+            encoder.requires_grad_(False)
+        self.post_init()
+
+    def frozen_encoders(self) -> list[nn.Module]:
+        return [encoder for encoder in (self.visual_encoder, self.depth_encoder) if encoder is not None]
+
+    def train(self, mode: bool = True):
+        """Frozen encoders stay in eval mode: DINOv3 jitters its RoPE coordinates and DINOv2 drops paths in train mode."""
+        super().train(mode)
+        for encoder in self.frozen_encoders():
+            encoder.eval()
+        return self
+
+    def load_pretrained_encoders(self) -> None:
+        """Loads the frozen encoders' released weights from `config.backbone` and `config.depth_backbone` (Hub id or
+        local path): the start of a new training, or the completion of an adapter-only checkpoint."""
+        self.visual_encoder.load_pretrained(self.config.backbone)
+        if self.depth_encoder is not None:
+            self.depth_encoder.load_pretrained(self.config.depth_backbone)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_router_logits: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SpectralMoESemanticSegmenterOutput:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalised bands (see [`SpectralMoEImageProcessor`]); height and width multiples of the patch size.
+            labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
+                Class index per pixel, 255 = ignore.
+            output_router_logits (`bool`, *optional*, defaults to `False`):
+                Also return every layer's gate probabilities of both modalities.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._check_pixel_values(pixel_values)
+        features, aux_loss, visual_gates, depth_gates = self.encode(pixel_values, output_router_logits)
+        head_outputs = self.decode_head(features, self.adapter.query_embeddings())
+        logits = self.decode_head.semantic_logits(
+            head_outputs.class_queries_logits, head_outputs.masks_queries_logits, pixel_values.shape[-2:]
+        )
+        loss = None
+        if labels is not None:
+            loss = self.decode_head.loss(head_outputs, labels) + aux_loss
+        output = SpectralMoESemanticSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            class_queries_logits=head_outputs.class_queries_logits,
+            masks_queries_logits=head_outputs.masks_queries_logits,
+            aux_loss=aux_loss,
+            visual_router_probs=tuple(visual_gates) if output_router_logits else None,
+            depth_router_probs=tuple(depth_gates) if output_router_logits and self.depth_encoder else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        """Clear errors for inputs the frozen encoders would silently misread."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            bands = f" ({', '.join(self.config.band_names)})" if self.config.band_names else ""
+            raise ValueError(
+                f"Expected pixel_values of shape (batch, {self.config.num_channels}, height, width){bands}, "
+                f"found {tuple(pixel_values.shape)}."
+            )
+        patch = self.visual_encoder.patch_size
+        if pixel_values.shape[-2] % patch or pixel_values.shape[-1] % patch:
+            raise ValueError(
+                f"Height and width must be multiples of the patch size {patch}, found {tuple(pixel_values.shape[-2:])}; "
+                "the image processor pads them (`do_pad=True`)."
+            )
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contain NaN or infinite values; mark no-data pixels in the image processor.")
+
+    def encode(self, pixel_values: torch.Tensor, output_router_logits: bool = False):
+        """Runs the frozen visual layers with the adapter after each.
+
+        Returns:
+            `(features, aux_loss, visual_gates, depth_gates)`: the four feature maps of `out_indices`, each
+            (B, D, H/s, W/s) for strides s = 4, 8, 16, 32; the load-balancing loss averaged over layers; and, with
+            `output_router_logits`, every layer's gates (B, N, E) of each modality (empty lists otherwise).
+        """
+        encoder, config = self.visual_encoder, self.config
+        depth_states = self._depth_states(pixel_values)
+        depth_prefix = FrozenDepthEncoder.num_prefix_tokens
+        grid = (pixel_values.shape[-2] // encoder.patch_size, pixel_values.shape[-1] // encoder.patch_size)
+        hidden_states, layer_kwargs = encoder.embed(pixel_values)
+        selected, aux_losses, visual_gates, depth_gates = {}, [], [], []
+        for index in range(len(encoder.layers)):
+            hidden_states = self._run_frozen_layer(index, hidden_states, layer_kwargs)
+            hidden_states, aux_loss, *gates = self.adapter(
+                hidden_states, depth_states[index], index, encoder.num_prefix_tokens, depth_prefix,
+                return_router_probs=output_router_logits,
+            )
+            aux_losses.append(aux_loss)
+            if gates:
+                visual_gates.append(gates[0][0])
+                depth_gates.append(gates[0][1])
+            if index in config.out_indices:
+                selected[index] = self._feature_map(hidden_states[:, encoder.num_prefix_tokens :], grid)
+        features = [
+            F.interpolate(selected[index], scale_factor=scale, mode="bilinear", align_corners=False)
+            for index, scale in zip(config.out_indices, FEATURE_SCALES)
+        ]
+        return features, torch.stack(aux_losses).mean(), visual_gates, depth_gates
+
+    def _depth_states(self, pixel_values: torch.Tensor) -> list[torch.Tensor | None]:
+        if self.depth_encoder is None:
+            return [None] * len(self.visual_encoder.layers)
+        return self.depth_encoder(pixel_values[:, self.config.depth_rgb_bands])
+
+    def _run_frozen_layer(self, index: int, hidden_states: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
+        if self.config.frozen_activation_checkpointing and torch.is_grad_enabled():
+            # Frozen layers run in eval mode (no dropout), so the RNG state need not be saved and restored.
+            return checkpoint(
+                self.visual_encoder.run_layer, index, hidden_states, layer_kwargs, use_reentrant=False,
+                preserve_rng_state=False,
+            )
+        return self.visual_encoder.run_layer(index, hidden_states, layer_kwargs)
+
+    @staticmethod
+    def _feature_map(patch_tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(B, N, D) patch tokens -> (B, D, h, w) map, taken raw (no final norm)."""
+        return patch_tokens.transpose(1, 2).reshape(patch_tokens.shape[0], -1, *grid)
+
+    def save_pretrained(self, save_directory, save_encoders: bool = False, **kwargs):
+        """Saves config and weights. By default only the trained adapter and head (about 105 MB at ViT-L scale); the
+        frozen encoders are reloaded from `config.backbone` / `config.depth_backbone`. `save_encoders=True` writes
+        everything, for offline use."""
+        self.config.encoder_weights_in_checkpoint = save_encoders
+        if not save_encoders and "state_dict" not in kwargs:
+            kwargs["state_dict"] = {
+                name: tensor for name, tensor in self.state_dict().items() if not name.startswith(FROZEN_PREFIXES)
+            }
+        return super().save_pretrained(save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Loads a trained model; fills the frozen encoders from their own checkpoints when the folder lacks them.
+
+        Raises:
+            ValueError: when the folder lacks trained adapter or head weights (a corrupted or foreign checkpoint).
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        missing = [key for key in loading_info["missing_keys"] if not key.startswith(FROZEN_PREFIXES)]
+        if missing:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} lacks {len(missing)} trained weights of SpectralMoE "
+                f"(e.g. {missing[:3]}): the checkpoint is incomplete or not a SpectralMoE checkpoint."
+            )
+        if not getattr(model.config, "encoder_weights_in_checkpoint", False):
+            model.load_pretrained_encoders()
+        return (model, loading_info) if output_loading_info else model
+
+
+AutoConfig.register(SpectralMoEConfig.model_type, SpectralMoEConfig, exist_ok=True)
+AutoModelForSemanticSegmentation.register(SpectralMoEConfig, SpectralMoEForSemanticSegmentation, exist_ok=True)
+SpectralMoEConfig.register_for_auto_class()
+SpectralMoEForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+
+
+__all__ = ["SpectralMoEForSemanticSegmentation", "SpectralMoEPreTrainedModel", "SpectralMoESemanticSegmenterOutput"]
