@@ -1,0 +1,318 @@
+"""Image processor of SpectralMoE: per-band normalisation of spectral imagery with any band count and dtype, padding or
+resizing to the patch grid, no-data masking, and semantic post-processing."""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import AutoImageProcessor
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature, get_size_dict
+from transformers.image_utils import ChannelDimension
+from transformers.processing_utils import ImagesKwargs
+
+from .configuration_spectralmoe import SpectralMoEConfig
+
+
+IGNORE_INDEX = 255
+# ImageNet statistics in 8-bit digital numbers (the usual [0, 1] values x 255): the default suits uint8 RGB input.
+IMAGENET_MEAN_DN = (123.675, 116.28, 103.53)
+IMAGENET_STD_DN = (58.395, 57.12, 57.375)
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64}
+
+
+class SpectralMoEImageProcessorKwargs(ImagesKwargs, total=False):
+    """Arguments of [`SpectralMoEImageProcessor`] beyond transformers' `ImagesKwargs`; `from_pretrained` accepts them
+    as overrides."""
+
+    num_channels: int | None
+    size_divisor: int | None
+    nodata_value: float | None
+
+
+class SpectralMoEImageProcessor(BaseImageProcessor):
+    r"""
+    Prepares spectral images (any number of bands, uint8 / uint16 / int16 / float) for
+    [`SpectralMoEForSemanticSegmentation`] and turns its logits into label maps.
+
+    Per image: bands are moved first, checked for NaN / inf, normalised per band with statistics in the input's raw
+    units (digital numbers, reflectance x 10000, ...; there is no implicit division by 255, so these statistics are the
+    single source of normalisation), no-data pixels are set to 0 and masked, then the image is optionally resized to
+    `size` and padded at the bottom and right to a multiple of `size_divisor`.
+
+    Args:
+        image_mean (`float` or `list[float]`, *optional*, defaults to ImageNet's mean x 255):
+            Mean of each band in the input's raw units. A single value applies to every band (needs `num_channels`).
+        image_std (`float` or `list[float]`, *optional*, defaults to ImageNet's std x 255):
+            Standard deviation of each band in the input's raw units; same form as `image_mean`.
+        num_channels (`int`, *optional*):
+            Number of bands. Defaults to the length of `image_mean`; required when both statistics are single values.
+        do_pad (`bool`, *optional*, defaults to `True`):
+            Pad the bottom and right of every image with 0 (after normalisation; labels with 255) to the batch's largest
+            height and width rounded up to a multiple of `size_divisor`.
+        size_divisor (`int`, *optional*, defaults to 16):
+            Multiple the padded height and width must have (the visual encoder's patch size).
+        do_resize (`bool`, *optional*, defaults to `False`):
+            Resize every image to `size` (bilinear, antialiased; labels and masks nearest) before padding.
+        size (`dict[str, int]`, *optional*):
+            `{"height": int, "width": int}` for `do_resize`; an int means a square.
+        nodata_value (`float`, *optional*):
+            Raw value marking no-data: a pixel equal to it in **all** bands (NaN matches NaN) is set to 0 after
+            normalisation, is 0 in `pixel_mask` and 255 (ignore) in `labels`.
+    """
+
+    model_input_names = ["pixel_values", "pixel_mask"]
+    valid_kwargs = SpectralMoEImageProcessorKwargs
+
+    def __init__(
+        self,
+        image_mean: float | list[float] = IMAGENET_MEAN_DN,
+        image_std: float | list[float] = IMAGENET_STD_DN,
+        num_channels: int | None = None,
+        do_pad: bool = True,
+        size_divisor: int = 16,
+        do_resize: bool = False,
+        size: int | dict[str, int] | None = None,
+        nodata_value: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_mean, self.image_std = _per_band_statistics(image_mean, image_std, num_channels)
+        self.num_channels = len(self.image_mean)
+        if size_divisor < 1:
+            raise ValueError(f"`size_divisor` must be a positive integer, found {size_divisor}.")
+        if do_resize and size is None:
+            raise ValueError("`do_resize=True` needs `size` ({'height': int, 'width': int}).")
+        self.size = None if size is None else get_size_dict(size)
+        if self.size is not None and set(self.size) != {"height", "width"}:
+            raise ValueError(f"`size` must have the keys 'height' and 'width', found {sorted(self.size)}.")
+        self.do_pad = do_pad
+        self.size_divisor = size_divisor
+        self.do_resize = do_resize
+        self.nodata_value = nodata_value
+
+    def preprocess(
+        self,
+        images,
+        segmentation_maps=None,
+        input_data_format: str | ChannelDimension | None = None,
+        return_tensors: str | None = "pt",
+    ) -> BatchFeature:
+        r"""
+        Normalises, masks, resizes and pads a batch of images (and their label maps).
+
+        Args:
+            images (`np.ndarray`, `torch.Tensor`, `PIL.Image.Image`, or a list of them):
+                One image, a list of images, or a 4-D batch. An image is (C, H, W) or (H, W, C) in any numeric dtype, or
+                (H, W) for a single band; PIL images are read bands-last.
+            segmentation_maps (same forms as `images`, each (H, W), *optional*):
+                Class index per pixel, 255 = ignore; same height and width as its image.
+            input_data_format (`str` or `ChannelDimension`, *optional*):
+                `"channels_first"` or `"channels_last"`. Inferred when only one of the first and last axes has
+                `num_channels` entries; otherwise required.
+            return_tensors (`str`, *optional*, defaults to `"pt"`):
+                `"pt"` for torch tensors, `"np"` for numpy arrays.
+
+        Returns:
+            [`BatchFeature`] with
+            - **pixel_values** (`float32` of shape `(batch_size, num_channels, height, width)`): normalised bands.
+            - **pixel_mask** (`int64` of shape `(batch_size, height, width)`): 1 for real pixels, 0 for padding and
+              no-data.
+            - **labels** (`int64` of shape `(batch_size, height, width)`, only with `segmentation_maps`): class indices,
+              255 for ignore, no-data and padding.
+        """
+        images = _as_list(images, single_ndim=3)
+        maps = None if segmentation_maps is None else _as_list(segmentation_maps, single_ndim=2)
+        if maps is not None and len(maps) != len(images):
+            raise ValueError(f"Got {len(images)} images but {len(maps)} segmentation maps.")
+
+        pixel_values, pixel_masks, labels = [], [], []
+        for index, image in enumerate(images):
+            bands = self._to_bands(image, input_data_format, index)
+            valid = self._valid_pixels(bands, index)
+            pixel_values.append(self._normalize(bands).masked_fill(~valid, 0.0))
+            pixel_masks.append(valid.long())
+            if maps is not None:
+                labels.append(_to_label(maps[index], bands.shape[-2:], index).masked_fill(~valid, IGNORE_INDEX))
+
+        if self.do_resize:
+            size = (self.size["height"], self.size["width"])
+            pixel_values = [_resize(pixels, size, "bilinear") for pixels in pixel_values]
+            pixel_masks = [_resize(mask, size, "nearest-exact") for mask in pixel_masks]
+            labels = [_resize(label, size, "nearest-exact") for label in labels]
+        if self.do_pad:
+            size = self._padded_size(pixel_values)
+            pixel_values = [_pad(pixels, size, 0.0) for pixels in pixel_values]
+            pixel_masks = [_pad(mask, size, 0) for mask in pixel_masks]
+            labels = [_pad(label, size, IGNORE_INDEX) for label in labels]
+        elif len({tuple(pixels.shape[-2:]) for pixels in pixel_values}) > 1:
+            raise ValueError("Images of different sizes cannot be batched without `do_pad=True` or `do_resize=True`.")
+
+        data = {"pixel_values": torch.stack(pixel_values), "pixel_mask": torch.stack(pixel_masks)}
+        if maps is not None:
+            data["labels"] = torch.stack(labels)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def post_process_semantic_segmentation(self, outputs, target_sizes=None) -> list[torch.Tensor]:
+        r"""
+        Turns per-class scores into label maps.
+
+        Args:
+            outputs ([`SpectralMoESemanticSegmenterOutput`] or any object with `logits`):
+                `logits` of shape `(batch_size, num_labels, height, width)` at the resolution of `pixel_values`.
+            target_sizes (`list[tuple[int, int]]` or `torch.Tensor` of shape `(batch_size, 2)`, *optional*):
+                Original (height, width) of each image. The bottom/right padding added by `preprocess` is cut off
+                first (it is not part of the image), then the scores are resized bilinearly (align_corners=False) to
+                this size. Without it, maps keep the logits' resolution, padding included.
+
+        Returns:
+            `list[torch.LongTensor]`: one (height, width) map of class indices per image.
+        """
+        logits = outputs.logits
+        if target_sizes is None:
+            return list(logits.argmax(dim=1))
+        if len(target_sizes) != len(logits):
+            raise ValueError(f"Got {len(logits)} logits but {len(target_sizes)} target sizes.")
+        label_maps = []
+        for scores, target_size in zip(logits, target_sizes):
+            height, width = (int(length) for length in target_size)
+            # Without resizing, the image occupies the top-left (height, width) of the padded input; with resizing,
+            # the top-left `size`.
+            valid_height, valid_width = (self.size["height"], self.size["width"]) if self.do_resize else (height, width)
+            scores = scores[None, :, :valid_height, :valid_width]
+            scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+            label_maps.append(scores[0].argmax(dim=0))
+        return label_maps
+
+    def _to_bands(self, image, input_data_format, index: int) -> torch.Tensor:
+        """One image as a float32 (C, H, W) tensor in raw units."""
+        if isinstance(image, Image.Image):
+            input_data_format = ChannelDimension.LAST
+        bands = _to_tensor(image, torch.float32)
+        if bands.ndim == 2:
+            return self._check_band_count(bands[None], index)
+        if bands.ndim != 3:
+            raise ValueError(f"Image {index} must have 2 or 3 dimensions, found shape {tuple(bands.shape)}.")
+        if self._channel_dimension(bands.shape, input_data_format, index) == ChannelDimension.LAST:
+            bands = bands.permute(2, 0, 1)
+        return self._check_band_count(bands, index)
+
+    def _channel_dimension(self, shape, input_data_format, index: int) -> ChannelDimension:
+        if input_data_format is not None:
+            return ChannelDimension(input_data_format)
+        first, last = shape[0] == self.num_channels, shape[-1] == self.num_channels
+        if first != last:
+            return ChannelDimension.FIRST if first else ChannelDimension.LAST
+        found = "both the first and the last axis have" if first else "neither the first nor the last axis has"
+        raise ValueError(
+            f"Cannot tell the band axis of image {index} with shape {tuple(shape)}: {found} {self.num_channels} "
+            "entries (the processor's band count). Pass `input_data_format='channels_first'` or `'channels_last'`."
+        )
+
+    def _check_band_count(self, bands: torch.Tensor, index: int) -> torch.Tensor:
+        if bands.shape[0] != self.num_channels:
+            raise ValueError(
+                f"Image {index} has {bands.shape[0]} bands but the processor expects {self.num_channels} "
+                "(one per `image_mean` / `image_std` entry)."
+            )
+        return bands
+
+    def _valid_pixels(self, bands: torch.Tensor, index: int) -> torch.Tensor:
+        """(H, W) bool, False at no-data; raises on NaN / inf anywhere else."""
+        if self.nodata_value is None:
+            nodata = torch.zeros(bands.shape[-2:], dtype=torch.bool)
+        elif math.isnan(self.nodata_value):
+            nodata = bands.isnan().all(dim=0)
+        else:
+            nodata = (bands == self.nodata_value).all(dim=0)
+        non_finite = ~bands.isfinite() & ~nodata
+        if non_finite.any():
+            per_band = non_finite.flatten(1).sum(dim=1).tolist()
+            where = ", ".join(f"band {band}: {count}" for band, count in enumerate(per_band) if count)
+            raise ValueError(
+                f"Image {index} has {sum(per_band)} NaN or infinite values ({where}). If they mark missing data, set "
+                "`nodata_value` (a pixel equal to it in all bands, NaN included, becomes ignore); otherwise fill them "
+                "before processing."
+            )
+        return ~nodata
+
+    def _normalize(self, bands: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.image_mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.image_std, dtype=torch.float32)[:, None, None]
+        return (bands - mean) / std
+
+    def _padded_size(self, images: list[torch.Tensor]) -> tuple[int, int]:
+        """The batch's largest height and width, each rounded up to a multiple of `size_divisor`."""
+        height = max(image.shape[-2] for image in images)
+        width = max(image.shape[-1] for image in images)
+        return (
+            math.ceil(height / self.size_divisor) * self.size_divisor,
+            math.ceil(width / self.size_divisor) * self.size_divisor,
+        )
+
+
+def _per_band_statistics(image_mean, image_std, num_channels: int | None) -> tuple[list[float], list[float]]:
+    """Checks the statistics against each other and `num_channels`, broadcasting single values to every band."""
+    mean = [float(value) for value in np.atleast_1d(image_mean)]
+    std = [float(value) for value in np.atleast_1d(image_std)]
+    if num_channels is None:
+        num_channels = max(len(mean), len(std))
+    mean = mean * num_channels if len(mean) == 1 else mean
+    std = std * num_channels if len(std) == 1 else std
+    if len(mean) != num_channels or len(std) != num_channels:
+        raise ValueError(
+            f"`image_mean` has {len(mean)} values and `image_std` {len(std)}, but {num_channels} bands are expected "
+            "(one value per band, or a single value for all)."
+        )
+    if any(value <= 0 for value in std):
+        raise ValueError(f"`image_std` must be positive, found {std}.")
+    return mean, std
+
+
+def _as_list(inputs, single_ndim: int) -> list:
+    """A list of per-image items from one item, a list, or a batched array with one more axis than `single_ndim`."""
+    if isinstance(inputs, (list, tuple)):
+        return list(inputs)
+    if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == single_ndim + 1:
+        return list(inputs)
+    return [inputs]
+
+
+def _to_tensor(image, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU tensor of `dtype` from a numpy array, torch tensor or PIL image."""
+    if isinstance(image, torch.Tensor):
+        return image.detach().to(device="cpu", dtype=dtype)
+    # np.asarray with a dtype also converts non-native byte orders (e.g. big-endian GeoTIFF reads) that torch rejects.
+    return torch.from_numpy(np.asarray(image, dtype=_NUMPY_DTYPES[dtype]))
+
+
+def _to_label(segmentation_map, size: torch.Size, index: int) -> torch.Tensor:
+    label = _to_tensor(segmentation_map, torch.int64)
+    if label.shape != size:
+        raise ValueError(
+            f"Segmentation map {index} has shape {tuple(label.shape)} but its image is {tuple(size)} (height, width)."
+        )
+    return label
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resizes a (C, H, W) or (H, W) tensor; bilinear is antialiased, like transformers' other processors."""
+    batched = image[None] if image.ndim == 3 else image[None, None]
+    options = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+    resized = F.interpolate(batched.float(), size=size, mode=mode, **options)
+    return resized.reshape(*image.shape[:-2], *size).to(image.dtype)
+
+
+def _pad(image: torch.Tensor, size: tuple[int, int], value: float) -> torch.Tensor:
+    """Pads the bottom and right of a (..., H, W) tensor to `size`."""
+    return F.pad(image, (0, size[1] - image.shape[-1], 0, size[0] - image.shape[-2]), value=value)
+
+
+AutoImageProcessor.register(
+    SpectralMoEConfig,
+    image_processor_classes={"torchvision": SpectralMoEImageProcessor, "pil": SpectralMoEImageProcessor},
+    exist_ok=True,
+)
+
+__all__ = ["SpectralMoEImageProcessor"]
