@@ -127,8 +127,6 @@ class SpectralMoEConfig(PreTrainedConfig):
             Oversampling ratio of the point sampling.
         importance_sample_ratio (`float`, *optional*, defaults to 0.75):
             Fraction of points sampled by uncertainty.
-        mmdet_compatible_head (`bool`, *optional*, defaults to `False`):
-            Reproduce the numerics of the authors' mmdet Mask2Former head (needed for their released checkpoint).
         encoder_weights_in_checkpoint (`bool`, *optional*, defaults to `False`):
             Written by `save_pretrained`: whether the saved folder also holds the frozen encoders' weights. When it
             does not, `from_pretrained` loads them from `backbone` / `depth_backbone`.
@@ -176,7 +174,6 @@ class SpectralMoEConfig(PreTrainedConfig):
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
-    mmdet_compatible_head: bool = False
     encoder_weights_in_checkpoint: bool = False
 
     def __post_init__(self, **kwargs):

@@ -8,7 +8,6 @@ with its wavelength in micrometres.
 import json
 import os
 import pickle
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -104,9 +104,18 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
     def load_pretrained_encoders(self) -> None:
         """Loads the frozen encoders' released weights from `config.backbone` and `config.depth_backbone` (Hub id or
         local path): the start of a new training, or the completion of an adapter-only checkpoint."""
+        if not self.has_named_encoders():
+            raise ValueError(
+                "`config.backbone` / `config.depth_backbone` name no checkpoint: these encoders are random and "
+                "exist only in a folder saved with their weights."
+            )
         self.visual_encoder.load_pretrained(self.config.backbone)
         if self.depth_encoder is not None:
             self.depth_encoder.load_pretrained(self.config.depth_backbone)
+
+    def has_named_encoders(self) -> bool:
+        """Whether every frozen encoder comes from a named checkpoint (else it is random and must be saved)."""
+        return self.config.backbone is not None and (self.depth_encoder is None or self.config.depth_backbone is not None)
 
     def forward(
         self,
@@ -214,10 +223,11 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         """(B, N, D) patch tokens -> (B, D, h, w) map, taken raw (no final norm)."""
         return patch_tokens.transpose(1, 2).reshape(patch_tokens.shape[0], -1, *grid)
 
-    def save_pretrained(self, save_directory, save_encoders: bool = False, **kwargs):
+    def save_pretrained(self, save_directory, save_encoders: bool | None = None, **kwargs):
         """Saves config and weights. By default only the trained adapter and head (about 105 MB at ViT-L scale); the
         frozen encoders are reloaded from `config.backbone` / `config.depth_backbone`. `save_encoders=True` writes
-        everything, for offline use."""
+        everything, for offline use; encoders that no checkpoint names (random ones) are always written."""
+        save_encoders = save_encoders or not self.has_named_encoders()
         self.config.encoder_weights_in_checkpoint = save_encoders
         if not save_encoders and "state_dict" not in kwargs:
             kwargs["state_dict"] = {

@@ -42,7 +42,7 @@ def golden_state_dict(golden):
 
 def test_reproduces_authors_mmdet_head():
     golden = golden_tensors("mask2former_head_reference")
-    head = SpectralMoEMask2FormerHead(head_config(mmdet_compatible_head=True), in_channels=[32] * 4).eval()
+    head = SpectralMoEMask2FormerHead(head_config(), in_channels=[32] * 4).eval()
     state_dict, _ = convert_mmdet_mask2former_head(golden_state_dict(golden))
     head.load_state_dict(state_dict, strict=True)
     with torch.no_grad():

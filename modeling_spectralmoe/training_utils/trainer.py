@@ -1,0 +1,295 @@
+"""The training loop of SPEC §5 on accelerate: source-only training, per-epoch evaluation on every target domain,
+resumable checkpoints, router diagnostics, model selection without peeking, and the final model folder."""
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..configuration_spectralmoe import SpectralMoEConfig
+from ..dataset_schema import load_spectral_dataset
+from ..image_processing_spectralmoe import SpectralMoEImageProcessor
+from ..modeling_spectralmoe import SpectralMoEForSemanticSegmentation
+from .augmentation import AugmentationConfig
+from .data import ProcessorCollator, SegmentationSplit
+from .evaluation import VALIDATION, EvaluationConfig, evaluate_dataset, format_table, source_label_counts
+from .model_card import model_card
+from .optimization import build_optimizer, poly_schedule
+from .router_diagnostics import router_statistics, save_expert_maps
+from .run_config import RunConfig
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingProgress:
+    """Where training stands; saved in every checkpoint so a resumed run continues at the same batch."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_done_in_epoch: int = 0
+    best_score: float = float("-inf")
+
+    def state_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+def rgb_band_indices(band_names: list[str] | None) -> list[int] | None:
+    """Indices of the bands named R, G, B (case-insensitive; also red/green/blue), or None if any is missing."""
+    if not band_names:
+        return None
+    aliases = {"r": "r", "red": "r", "g": "g", "green": "g", "b": "b", "blue": "b"}
+    positions = {aliases.get(name.lower()): index for index, name in enumerate(band_names)}
+    indices = [positions.get(colour) for colour in ("r", "g", "b")]
+    return None if None in indices else indices
+
+
+def build_model_config(run: RunConfig, metadata) -> SpectralMoEConfig:
+    """The model config: the preset's architecture, with bands, wavelengths and labels from the dataset's metadata
+    (the depth encoder's R, G, B bands default to the bands named so)."""
+    values = dict(run.model)
+    values.setdefault("num_channels", len(metadata.band_names))
+    values.setdefault("band_names", list(metadata.band_names))
+    if metadata.wavelengths is not None:
+        values.setdefault("wavelengths", list(metadata.wavelengths))
+    values.setdefault("id2label", {int(k): v for k, v in metadata.id2label.items()})
+    rgb = rgb_band_indices(metadata.band_names)
+    if rgb is not None:
+        values.setdefault("depth_rgb_bands", rgb)
+    return SpectralMoEConfig(**values)
+
+
+def build_processor(run: RunConfig, metadata) -> SpectralMoEImageProcessor:
+    """The one source of normalisation: the preset's pinned statistics, else the dataset's source statistics."""
+    statistics = run.normalization or {"mean": metadata.mean, "std": metadata.std}
+    return SpectralMoEImageProcessor(
+        image_mean=list(statistics["mean"]), image_std=list(statistics["std"]), nodata_value=metadata.nodata
+    )
+
+
+class Trainer:
+    """Runs one training as configured by a `RunConfig`; `train()` returns the final results."""
+
+    def __init__(self, run: RunConfig):
+        self.run = run
+        self.output_dir = Path(run.output_dir)
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=run.gradient_accumulation_steps,
+            mixed_precision=run.mixed_precision,
+            log_with=None if run.report_to == "none" else run.report_to,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), automatic_checkpoint_naming=True,
+                total_limit=run.checkpoints_total_limit,
+            ),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
+        set_seed(run.seed)
+        self.dataset, self.metadata = load_spectral_dataset(run.dataset)
+        self.model_config = build_model_config(run, self.metadata)
+        self.processor = build_processor(run, self.metadata)
+        self.model = SpectralMoEForSemanticSegmentation(self.model_config)
+        self.random_encoders = self.model_config.backbone is None
+        if not self.random_encoders:
+            self.model.load_pretrained_encoders()
+        self.target_splits = [s for s in self.dataset if s not in (self.metadata.source_split, VALIDATION)]
+        self.progress = TrainingProgress()
+
+    # ---- setup -------------------------------------------------------------------------------------------------
+
+    def _train_loader(self) -> DataLoader:
+        augmentation = AugmentationConfig(**{"rgb_bands": rgb_band_indices(self.metadata.band_names),
+                                             **self.run.augmentation})
+        self.train_split = SegmentationSplit(self.dataset[self.metadata.source_split], augmentation, self.run.seed)
+        return DataLoader(
+            self.train_split, batch_size=self.run.per_device_batch_size, shuffle=True, drop_last=True,
+            collate_fn=ProcessorCollator(self.processor), num_workers=self.run.num_workers,
+        )
+
+    def _total_steps(self, loader: DataLoader) -> int:
+        steps_per_epoch = math.ceil(len(loader) / self.run.gradient_accumulation_steps)
+        return self.run.max_steps or self.run.epochs * steps_per_epoch
+
+    # ---- training ----------------------------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        accelerator, run = self.accelerator, self.run
+        loader = self._train_loader()
+        total_steps = self._total_steps(loader)
+        optimizer = build_optimizer(self.model, run.learning_rate, run.weight_decay, run.betas)
+        scheduler = poly_schedule(optimizer, total_steps, run.poly_power)
+        self.model, optimizer, loader, scheduler = accelerator.prepare(self.model, optimizer, loader, scheduler)
+        accelerator.register_for_checkpointing(self.progress)
+        if run.resume_from_checkpoint:
+            self._resume()
+        accelerator.init_trackers("spectralmoe", config={"seed": run.seed, "lr": run.learning_rate})
+        self._announce(total_steps)
+        results = {}
+        bar = tqdm(total=total_steps, initial=self.progress.global_step, desc="train",
+                   disable=not accelerator.is_local_main_process)
+        while self.progress.global_step < total_steps:
+            self._train_epoch(loader, optimizer, scheduler, total_steps, bar)
+            if self.progress.global_step >= total_steps or self.progress.epoch % run.eval_every_epochs == 0:
+                results = self._evaluate_and_select()
+        bar.close()
+        return self._finish(results)
+
+    def _train_epoch(self, loader, optimizer, scheduler, total_steps: int, bar) -> None:
+        accelerator, progress = self.accelerator, self.progress
+        self.train_split.set_epoch(progress.epoch)
+        loader.set_epoch(progress.epoch)
+        batches = loader
+        if progress.batches_done_in_epoch:  # resumed mid-epoch: skip what the interrupted run consumed
+            batches = accelerator.skip_first_batches(loader, progress.batches_done_in_epoch)
+        self.model.train()
+        for batch in batches:
+            with accelerator.accumulate(self.model):
+                diagnose = self._diagnostics_due()
+                outputs = self.model(**batch, output_router_logits=diagnose)
+                accelerator.backward(outputs.loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            progress.batches_done_in_epoch += 1
+            if accelerator.sync_gradients:
+                progress.global_step += 1
+                bar.update(1)
+                self._log_step(outputs, scheduler, diagnose)
+                if progress.global_step % self.run.checkpointing_steps == 0:
+                    accelerator.save_state()
+            if progress.global_step >= total_steps:
+                break
+        progress.epoch += 1
+        progress.batches_done_in_epoch = 0
+        accelerator.save_state()
+
+    def _diagnostics_due(self) -> bool:
+        every = self.run.router_diagnostics_steps
+        return bool(every) and (self.progress.global_step + 1) % every == 0
+
+    def _log_step(self, outputs, scheduler, diagnose: bool) -> None:
+        values = {"train/loss": outputs.loss.item(), "train/aux_loss": outputs.aux_loss.item(),
+                  "train/lr": scheduler.get_last_lr()[0]}
+        if diagnose:
+            scalars, warnings = router_statistics(
+                {"visual": outputs.visual_router_probs, "depth": outputs.depth_router_probs}
+            )
+            values.update(scalars)
+            for warning in warnings:
+                logger.warning(warning)
+        self.accelerator.log(values, step=self.progress.global_step)
+
+    def _resume(self) -> None:
+        path = self.run.resume_from_checkpoint
+        self.accelerator.load_state(None if path == "latest" else path)
+        # load_state restores where the next automatic checkpoint goes; our counters come back with `progress`.
+        self.accelerator.print(f"Resumed at step {self.progress.global_step}, epoch {self.progress.epoch}.")
+
+    def _announce(self, total_steps: int) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        self.accelerator.print(
+            f"Training SpectralMoE: {model.num_parameters(only_trainable=True) / 1e6:.2f} M trainable parameters "
+            f"(adapter {sum(p.numel() for p in model.adapter.parameters()) / 1e6:.2f} M), {total_steps} steps, "
+            f"source split '{self.metadata.source_split}', targets {self.target_splits}."
+        )
+        if self.random_encoders:
+            self.accelerator.print("NOTE: the frozen encoders are tiny and randomly initialised (no pretrained "
+                                   "weights); the numbers below say nothing about SpectralMoE's accuracy.")
+
+    # ---- evaluation and selection ------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        """Metrics of every evaluated split, summed over processes, with the majority-class baseline."""
+        if not hasattr(self, "_source_counts"):
+            split = self.dataset[self.metadata.source_split]
+            self._source_counts = source_label_counts(split, self.model_config.num_labels)
+        return evaluate_dataset(
+            self.accelerator.unwrap_model(self.model), self.processor, self.dataset, self.metadata.source_split,
+            EvaluationConfig(**self.run.evaluation), self.accelerator.process_index, self.accelerator.num_processes,
+            self._source_counts,
+        )
+
+    def _evaluate_and_select(self) -> dict:
+        results = self.evaluate()
+        self.accelerator.print(format_table(results, f"epoch {self.progress.epoch}"))
+        self.accelerator.log({f"eval/{split}/mIoU": m["mean_iou"] for split, m in results.items()},
+                             step=self.progress.global_step)
+        selection_split = VALIDATION if self.run.model_selection == "source_validation" else self.run.oracle_split
+        if selection_split is not None and selection_split in results:
+            score = results[selection_split]["mean_iou"]
+            if score > self.progress.best_score:
+                self.progress.best_score = score
+                self._save_model(self.output_dir / "best_model", results)
+        self._save_expert_maps()
+        return results
+
+    def _save_expert_maps(self) -> None:
+        split = VALIDATION if VALIDATION in self.dataset else self.metadata.source_split
+        if not self.accelerator.is_main_process or len(self.dataset[split]) == 0:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        batch = ProcessorCollator(self.processor)([SegmentationSplit(self.dataset[split])[0]])
+        with torch.no_grad():
+            outputs = model(pixel_values=batch["pixel_values"], output_router_logits=True)
+        patch = model.visual_encoder.patch_size
+        grid = (batch["pixel_values"].shape[-2] // patch, batch["pixel_values"].shape[-1] // patch)
+        save_expert_maps(outputs.visual_router_probs, grid, self.output_dir / "expert_maps.png")
+
+    # ---- outputs -----------------------------------------------------------------------------------------------
+
+    def _save_model(self, directory: Path, results: dict) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        (directory / "README.md").write_text(model_card(
+            model.config, results, self.run.dataset, self.run.hub_model_id or directory.name,
+            self.run.model_selection, self.random_encoders,
+        ))
+        (directory / "all_results.json").write_text(json.dumps(results, indent=2))
+
+    def _finish(self, last_results: dict) -> dict:
+        """Writes the selected model to `output_dir/final_model` and returns its results."""
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        final = self.output_dir / "final_model"
+        best = self.output_dir / "best_model"
+        if self.run.model_selection != "last" and best.exists():
+            results = json.loads((best / "all_results.json").read_text())
+            if accelerator.is_main_process:
+                shutil.copytree(best, final, dirs_exist_ok=True)
+        else:
+            results = last_results
+            self._save_model(final, results)
+        label = " (oracle selection)" if self.run.oracle_split else ""
+        accelerator.print(format_table(results, f"Final model{label}: {final}"))
+        if accelerator.is_main_process:
+            (self.output_dir / "all_results.json").write_text(json.dumps(results, indent=2))
+            if self.run.push_to_hub:
+                push_to_hub(final, self.run.hub_model_id)
+        accelerator.end_training()
+        return results
+
+
+def push_to_hub(folder: Path, repo_id: str | None) -> None:
+    """Uploads the model folder (weights, config, processor, model card) with huggingface_hub."""
+    if not repo_id:
+        raise ValueError("`push_to_hub` needs `hub_model_id`.")
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload SpectralMoE model")
