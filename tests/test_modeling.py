@@ -169,7 +169,8 @@ def test_multiband_patch_kernel_expansion(tiny_encoders, rule):
     else:
         torch.testing.assert_close(expanded, rgb.mean(1, keepdim=True).expand(-1, 12, -1, -1) * 3 / 12)
     assert torch.equal(expand_patch_kernel(rgb, 3, "cyclic"), rgb)
-    model(batch(12)[0])
+    model(*batch(12)).loss.backward()
+    assert model.adapter.experts_a.grad is not None and expanded.grad is None
 
 
 @pytest.mark.parametrize("alignment", ["resample_patch_embed", "resize_input"])
