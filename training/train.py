@@ -13,11 +13,19 @@ from modeling_spectralmoe.training_utils.run_config import load_run_config
 from modeling_spectralmoe.training_utils.trainer import Trainer
 
 
+class _WithoutCheckpointRotationNotices(logging.Filter):
+    """accelerate warns each time it deletes the oldest checkpoint, which `checkpoints_total_limit` asks for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "checkpoints to make room" not in record.getMessage()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML preset from configuration/")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate.accelerator").addFilter(_WithoutCheckpointRotationNotices())
     Trainer(load_run_config(args.config, overrides)).train()
 
 

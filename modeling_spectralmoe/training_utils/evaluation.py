@@ -122,11 +122,11 @@ def _readable(metrics: dict, id2label: dict[int, str]) -> dict:
 
 def format_table(results: dict[str, dict], title: str = "") -> str:
     """A plain-text table: one row per domain with mIoU, mAcc, aAcc and the majority-class baseline's mIoU."""
-    header = f"{'domain':<28}{'mIoU':>8}{'mAcc':>8}{'aAcc':>8}{'baseline mIoU':>15}"
+    header = f"{'domain':<28}{'mIoU':>8}{'mAcc':>8}{'aAcc':>8}{'majority-class mIoU':>21}"
     lines = [title, header, "-" * len(header)] if title else [header, "-" * len(header)]
     for name, metrics in results.items():
         baseline = metrics.get("baseline", {}).get("mean_iou")
-        baseline_text = f"{baseline:>15.2f}" if baseline is not None else f"{'':>15}"
+        baseline_text = f"{baseline:>21.2f}" if baseline is not None else f"{'':>21}"
         lines.append(
             f"{name:<28}{metrics['mean_iou']:>8.2f}{metrics['mean_accuracy']:>8.2f}"
             f"{metrics['overall_accuracy']:>8.2f}{baseline_text}"
