@@ -4,6 +4,7 @@ resumable checkpoints, router diagnostics, model selection without peeking, and 
 import json
 import logging
 import math
+import re
 import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -113,9 +114,13 @@ class Trainer:
         augmentation = AugmentationConfig(**{"rgb_bands": rgb_band_indices(self.metadata.band_names),
                                              **self.run.augmentation})
         self.train_split = SegmentationSplit(self.dataset[self.metadata.source_split], augmentation, self.run.seed)
+        # Every new iterator draws its workers' base seed from the loader's generator; left to the global RNG, the extra
+        # iterator that a run resumed mid-epoch creates would shift the router noise and point sampling of every later
+        # step. (The seedable sampler reseeds this generator with seed + epoch before drawing each epoch's order.)
         return DataLoader(
             self.train_split, batch_size=self.run.per_device_batch_size, shuffle=True, drop_last=True,
             collate_fn=ProcessorCollator(self.processor), num_workers=self.run.num_workers,
+            generator=torch.Generator().manual_seed(self.run.seed),
         )
 
     def _total_steps(self, loader: DataLoader) -> int:
@@ -194,7 +199,12 @@ class Trainer:
     def _resume(self) -> None:
         path = self.run.resume_from_checkpoint
         self.accelerator.load_state(None if path == "latest" else path)
-        # load_state restores where the next automatic checkpoint goes; our counters come back with `progress`.
+        # Our counters come back with `progress`; accelerate's automatic checkpoint numbering does not (load_state
+        # leaves it at 0, and the next save_state would fail on the existing `checkpoint_0`): continue after the
+        # newest checkpoint folder.
+        existing = [int(match.group(1)) for folder in (self.output_dir / "checkpoints").glob("checkpoint_*")
+                    if (match := re.fullmatch(r"checkpoint_(\d+)", folder.name))]
+        self.accelerator.project_configuration.iteration = max(existing, default=-1) + 1
         self.accelerator.print(f"Resumed at step {self.progress.global_step}, epoch {self.progress.epoch}.")
 
     def _announce(self, total_steps: int) -> None:
