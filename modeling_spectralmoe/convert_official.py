@@ -41,7 +41,7 @@ from .configuration_spectralmoe import SpectralMoEConfig
 from .convert_mmdet_head import convert_mmdet_mask2former_head
 from .frozen_encoders import expand_patch_kernel, resample_patch_kernel
 from .image_processing_spectralmoe import SpectralMoEImageProcessor
-from .modeling_dofa import _read_official_file
+from .checkpoint_files import read_state_dict_file
 from .modeling_spectralmoe import FROZEN_PREFIXES, SpectralMoEForSemanticSegmentation
 from .spectralmoe_adapter import convert_official_adapter_state_dict
 
@@ -397,8 +397,8 @@ def convert_official_checkpoint(
         [`ConversionReport`]: the fate of every key; `report.summary()` is what the command line prints.
     """
     config = released_config(**(config_overrides or {}))
-    released = _read_official_file(str(checkpoint_path))
-    backbone = _read_official_file(str(backbone_path)) if backbone_path is not None else None
+    released = read_state_dict_file(str(checkpoint_path))
+    backbone = read_state_dict_file(str(backbone_path)) if backbone_path is not None else None
     if backbone is not None:
         match_depth_position_grid(config, backbone)
     with torch.device("meta"):

@@ -7,7 +7,6 @@ with its wavelength in micrometres.
 
 import json
 import os
-import pickle
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_dofa import DOFAConfig
+from .checkpoint_files import read_state_dict_file
 
 
 # The authors' kernel and bias come out of the generator x0.01 so the initial patch embedding stays small.
@@ -418,26 +418,6 @@ def convert_official_dofa_state_dict(state_dict: dict[str, torch.Tensor]) -> dic
     return {ours: state_dict[official] for official, ours in key_map.items()}
 
 
-def _read_official_file(path: str) -> dict[str, torch.Tensor]:
-    """Tensors of an official `.pth` file (plain tensors only) or a `.safetensors` file."""
-    if path.endswith(".safetensors"):
-        return load_file(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"Refusing to load {path}: it is not a plain tensor state dict and unpickling it would run arbitrary "
-            f"code. Re-save it as a dict of tensors (or safetensors) from a trusted environment. ({error})"
-        ) from error
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, expected a state dict.")
-    # Some training scripts wrap the weights as {"model": state_dict}.
-    for wrapper in ("model", "state_dict"):
-        if isinstance(checkpoint.get(wrapper), dict):
-            return checkpoint[wrapper]
-    return checkpoint
-
-
 def _read_saved_folder(folder: str) -> dict[str, torch.Tensor]:
     """Tensors of a `save_pretrained` folder (single or sharded safetensors)."""
     single = os.path.join(folder, "model.safetensors")
@@ -473,7 +453,7 @@ def load_dofa_weights(model: DOFAModel, name_or_path: str) -> None:
                 f"{name_or_path!r} is not a local folder or file, nor a Hub file named 'owner/repo/filename'."
             )
         path = hf_hub_download(repo_id="/".join(parts[:2]), filename="/".join(parts[2:]))
-    model.load_state_dict(convert_official_dofa_state_dict(_read_official_file(path)), strict=True)
+    model.load_state_dict(convert_official_dofa_state_dict(read_state_dict_file(path)), strict=True)
 
 
 AutoConfig.register("dofa", DOFAConfig, exist_ok=True)
