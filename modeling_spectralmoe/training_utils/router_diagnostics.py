@@ -50,7 +50,7 @@ def save_expert_maps(router_probs: tuple[torch.Tensor, ...], grid: tuple[int, in
     colours = matplotlib.colors.ListedColormap(plt.get_cmap("tab20").colors[:num_experts])
     figure, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers), 3.2), squeeze=False)
     for axis, layer in zip(axes[0], layers):
-        expert_map = router_probs[layer][0].argmax(-1).reshape(grid).cpu()
+        expert_map = router_probs[layer][0].argmax(-1).reshape(grid).cpu().numpy()
         image = axis.imshow(expert_map, cmap=colours, vmin=-0.5, vmax=num_experts - 0.5, interpolation="nearest")
         axis.set_title(f"layer {layer}")
         axis.axis("off")
