@@ -162,8 +162,9 @@ def main(argv=None):
     split = split_name(args, split_states(args.output_dir) if args.output_dir.is_dir() else {})
     pad_value = info.nodata if info.nodata is not None else 0
     decode = make_decoder(args, mapping, colours, pad_value)
+    options = {"label_mapping": sorted(mapping.items()), "band_names": args.band_names}
     metadata = build_dataset(args.output_dir, info, {split: items}, decode, args.items_per_shard, exclusive=False,
-                             previous=previous)
+                             previous=previous, options=options)
     finish(args, metadata)
 
 

@@ -88,7 +88,8 @@ def main(argv=None):
                     f"{args.labels} labels, 512 crops with stride 256.",
     )
     unknown = args.unknown_colours == "ignore"
-    metadata = build_dataset(args.output_dir, info, splits, lambda item: decode(item, unknown), args.items_per_shard)
+    metadata = build_dataset(args.output_dir, info, splits, lambda item: decode(item, unknown), args.items_per_shard,
+                             options={"labels": args.labels, "unknown_colours": args.unknown_colours})
     finish(args, metadata)
 
 

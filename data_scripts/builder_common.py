@@ -520,9 +520,17 @@ class ShardWriter:
         self.temporary.unlink(missing_ok=True)
 
 
-def _shard_name(index: int, items: list[Item]) -> str:
-    digest = hashlib.sha1("\n".join(item.key for item in items).encode()).hexdigest()[:10]
-    return f"{index:05d}-{digest}"
+def _shard_name(index: int, items: list[Item], fingerprint: str) -> str:
+    """Position and a hash of the build's fingerprint and the items (keys, domains): a shard written with other
+    options or inputs gets another name, so a rerun never mistakes it for a finished one."""
+    text = "\n".join([fingerprint, *(f"{item.key}\t{item.domain}" for item in items)])
+    return f"{index:05d}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
+def build_fingerprint(info: DatasetInfo, options: dict) -> str:
+    """What, besides the inputs, decides a shard's content: the dataset declaration and the builder's options."""
+    declaration = {k: v for k, v in vars(info).items() if k not in ("description", "domain_bands")}
+    return json.dumps({"info": declaration, "options": options}, sort_keys=True, default=str)
 
 
 def _chunks(items: list[Item], size: int) -> list[list[Item]]:
@@ -543,7 +551,7 @@ def _check_existing_features(output_dir: Path, info: DatasetInfo) -> None:
 
 
 def write_split(output_dir: Path, split: str, items: list[Item], decode: Callable[[Item], Iterable[Tile]],
-                info: DatasetInfo, items_per_shard: int) -> None:
+                info: DatasetInfo, items_per_shard: int, fingerprint: str) -> None:
     """Write one split shard by shard, skipping complete shards and removing those no longer produced."""
     data_dir, state_dir = output_dir / "data" / split, output_dir / ".build" / split
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -551,7 +559,7 @@ def write_split(output_dir: Path, split: str, items: list[Item], decode: Callabl
     names = []
     with tqdm(total=len(items), desc=split, unit="item", dynamic_ncols=True) as bar:
         for index, chunk in enumerate(_chunks(items, items_per_shard)):
-            name = _shard_name(index, chunk)
+            name = _shard_name(index, chunk, fingerprint)
             names.append(name)
             if not ((data_dir / f"{name}.parquet").is_file() and (state_dir / f"{name}.json").is_file()):
                 _write_shard(data_dir / f"{name}.parquet", state_dir / f"{name}.json", chunk, decode, info,
@@ -624,13 +632,14 @@ def shard_size(items_per_shard: int | dict[str, int], split: str) -> int:
 
 def build_dataset(output_dir: Path, info: DatasetInfo, splits: dict[str, list[Item]],
                   decode: Callable[[Item], Iterable[Tile]], items_per_shard: int | dict[str, int],
-                  exclusive: bool = True,
-                  previous: SpectralMetadata | None = None) -> SpectralMetadata:
+                  exclusive: bool = True, previous: SpectralMetadata | None = None,
+                  options: dict | None = None) -> SpectralMetadata:
     """Write `splits` (split name -> items), then the metadata and the dataset card for everything on disk.
 
     `exclusive`: the output folder belongs to this build, splits it does not produce are removed (benchmark
     builders); otherwise other splits are kept (`build_folder.py` appends domains). Statistics come from the `train`
-    split on disk, or from `previous` metadata when there is none.
+    split on disk, or from `previous` metadata when there is none. `options`: the builder's options that change the
+    tiles (label kind, label map...); with `info`, they enter the shard names (see `_shard_name`).
     """
     output_dir = Path(output_dir)
     _check_existing_features(output_dir, info)
@@ -639,7 +648,8 @@ def build_dataset(output_dir: Path, info: DatasetInfo, splits: dict[str, list[It
             raise ValueError(f"expected split names train, validation, target or target_<name>, found {split!r}.")
         if not items:
             raise ValueError(f"split {split!r} has no input files; check --raw-dir and the split lists.")
-        write_split(output_dir, split, items, decode, info, shard_size(items_per_shard, split))
+        write_split(output_dir, split, items, decode, info, shard_size(items_per_shard, split),
+                    build_fingerprint(info, options or {}))
     if exclusive:
         for split in set(split_states(output_dir)) - set(splits):
             remove_split(output_dir, split)
