@@ -27,6 +27,10 @@ paper's city lists are unpublished) to `train` and `target`.
 import re
 from pathlib import Path
 
+from modeling_spectralmoe.benchmarks import (
+    FIVE_BILLION_PIXELS_BANDS, FIVE_BILLION_PIXELS_CLASSES, FIVE_BILLION_PIXELS_WAVELENGTHS_UM,
+)
+
 from builder_common import (
     SPLITS_DIR, DatasetInfo, Item, build_dataset, builder_parser, domain_of, finish, labelled_window_tiles,
     list_files, load_splits_file, pair_files, padded_tiles, read_index_pair, remove_gf2_padding, shifted_codes,
@@ -34,12 +38,9 @@ from builder_common import (
 )
 
 
-BAND_NAMES = ["NIR", "R", "G", "B"]
-WAVELENGTHS = [0.83, 0.665, 0.56, 0.49]
-CLASSES = ["industrial area", "paddy field", "irrigated field", "dry cropland", "garden land", "arbor forest",
-           "shrub forest", "park", "natural meadow", "artificial meadow", "river", "urban residential", "lake", "pond",
-           "fish pond", "snow", "bare land", "rural residential", "stadium", "square", "road", "overpass",
-           "railway station", "airport"]
+BAND_NAMES = list(FIVE_BILLION_PIXELS_BANDS)
+WAVELENGTHS = list(FIVE_BILLION_PIXELS_WAVELENGTHS_UM)
+CLASSES = list(FIVE_BILLION_PIXELS_CLASSES)
 CODES = shifted_codes(len(CLASSES))
 SENSORS = {"gf1": "GF-1", "planetscope": "PlanetScope", "sentinel2": "Sentinel-2"}
 TILE_SIZE, TARGET_WINDOW, NODATA = 512, 1024, 0

@@ -37,21 +37,18 @@ from pathlib import Path
 import torch
 from transformers.models.dinov3_vit.modeling_dinov3_vit import DINOv3ViTRopePositionEmbedding
 
+from .benchmarks import (
+    FIVE_BILLION_PIXELS_BANDS, FIVE_BILLION_PIXELS_CLASSES, FIVE_BILLION_PIXELS_WAVELENGTHS_UM,
+)
+from .checkpoint_files import read_state_dict_file
 from .configuration_spectralmoe import SpectralMoEConfig
 from .convert_mmdet_head import convert_mmdet_mask2former_head
 from .frozen_encoders import expand_patch_kernel, resample_patch_kernel
 from .image_processing_spectralmoe import SpectralMoEImageProcessor
-from .checkpoint_files import read_state_dict_file
 from .modeling_spectralmoe import FROZEN_PREFIXES, SpectralMoEForSemanticSegmentation
 from .spectralmoe_adapter import convert_official_adapter_state_dict
 
 
-FIVE_BILLION_PIXELS_CLASSES = (
-    "industrial area", "paddy field", "irrigated field", "dry cropland", "garden land", "arbor forest",
-    "shrub forest", "park", "natural meadow", "artificial meadow", "river", "urban residential", "lake", "pond",
-    "fish pond", "snow", "bare land", "rural residential", "stadium", "square", "road", "overpass",
-    "railway station", "airport",
-)  # SPEC §6 order: label index i is class i
 # SPEC §6, Five-Billion-Pixels cross-sensor (GF-2 source), per band N, R, G, B in 8-bit digital numbers.
 FBP_CROSS_SENSOR_MEAN = [110.714, 85.357, 88.594, 82.444]
 FBP_CROSS_SENSOR_STD = [72.380, 65.591, 63.937, 63.005]
@@ -61,8 +58,8 @@ RELEASED_SETTINGS = dict(
     backbone="facebook/dinov3-vitl16-pretrain-lvd1689m",
     depth_backbone="depth-anything/prompt-depth-anything-vitl-hf",
     num_channels=4,
-    band_names=["NIR", "R", "G", "B"],
-    wavelengths=[0.83, 0.665, 0.56, 0.49],
+    band_names=list(FIVE_BILLION_PIXELS_BANDS),
+    wavelengths=list(FIVE_BILLION_PIXELS_WAVELENGTHS_UM),
     depth_rgb_bands=[1, 2, 3],
     patch_embed_expansion="cyclic",
     depth_grid_alignment="resample_patch_embed",

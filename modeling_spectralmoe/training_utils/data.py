@@ -3,6 +3,7 @@
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..dataset_schema import with_native_numpy_format
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
 from .augmentation import AugmentationConfig, augment
 
@@ -12,7 +13,7 @@ class SegmentationSplit(Dataset):
     augmentation whose randomness depends only on (seed, epoch, index), so a resumed run sees the same crops."""
 
     def __init__(self, split, augmentation: AugmentationConfig | None = None, seed: int = 0):
-        self.split = split.with_format("numpy")
+        self.split = with_native_numpy_format(split)  # plain numpy format would widen uint8 tiles to int64
         self.augmentation = augmentation
         self.seed = seed
         self.epoch = 0

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..dataset_schema import with_native_numpy_format
 from ..segmentation_metric import ConfusionMatrix, label_histogram, majority_class_baseline
 from .data import evaluation_loader
 from .run_config import EvaluationConfig
@@ -59,7 +60,7 @@ def evaluate_split(model, batches, num_labels: int, config: EvaluationConfig, de
 def source_label_counts(split, num_labels: int) -> torch.Tensor:
     """Pixel count of each class over a (source) split, for the majority-class baseline."""
     counts = torch.zeros(num_labels, dtype=torch.long)
-    for example in split.with_format("numpy"):
+    for example in with_native_numpy_format(split):
         counts += label_histogram(example["label"].astype("int64"), num_labels)
     return counts
 
