@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTrainedModel
@@ -240,12 +241,19 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         """Loads a trained model; fills the frozen encoders from their own checkpoints when the folder lacks them.
 
         Raises:
-            ValueError: when the folder lacks trained adapter or head weights (a corrupted or foreign checkpoint).
+            ValueError: when the weights file is unreadable (truncated or corrupted) or lacks trained adapter or head
+                weights (an incomplete or foreign checkpoint).
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-        )
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:
+            raise ValueError(
+                f"The weights of {pretrained_model_name_or_path} cannot be read ({error}): the file is truncated or "
+                "corrupted. Download or save the model again."
+            ) from error
         missing = [key for key in loading_info["missing_keys"] if not key.startswith(FROZEN_PREFIXES)]
         if missing:
             raise ValueError(

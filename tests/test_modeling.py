@@ -137,6 +137,14 @@ def test_incomplete_checkpoint_is_refused(tiny_encoders, tmp_path):
         SpectralMoEForSemanticSegmentation.from_pretrained(tmp_path)
 
 
+def test_corrupted_weights_file_is_a_clear_error(tiny_encoders, tmp_path):
+    build_model(tiny_encoders).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        SpectralMoEForSemanticSegmentation.from_pretrained(tmp_path)
+
+
 def test_input_errors_say_what_was_expected(tiny_encoders):
     model = build_model(tiny_encoders, **FOUR_BANDS)
     with pytest.raises(ValueError, match=r"\(batch, 4, height, width\) \(NIR, R, G, B\), found \(2, 3, 64, 64\)"):
