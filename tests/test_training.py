@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 from transformers import DINOv3ViTModel, Dinov2Model
@@ -38,6 +37,7 @@ from modeling_spectralmoe.training_utils.run_config import load_run_config
 from modeling_spectralmoe.training_utils.trainer import Trainer, build_model_config, rgb_band_indices
 
 from .conftest import TINY_LABELS, real_data_dir, tiny_config
+from .test_data_helpers import run_builder
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -491,26 +491,19 @@ def test_push_to_hub_uploads_the_folder_with_a_model_card(reference_run):
 # Real crops: Potsdam (R, G, B) -> Vaihingen (NIR, R, G)
 
 
-def read_isprs(city: str) -> tuple[np.ndarray, np.ndarray]:
-    """(3, H, W) uint8 image and (H, W) label with the README's "reduce zero label": 1..6 -> 0..5, 0 -> 255."""
-    image_path = next(real_data_dir("isprs", city, "images").glob("*.png"))
-    label_path = real_data_dir("isprs", city, "labels") / image_path.name
-    image = np.asarray(Image.open(image_path).convert("RGB")).transpose(2, 0, 1).copy()
-    raw = np.asarray(Image.open(label_path))
-    assert raw.ndim == 2, "index-label PNGs expected (see ../shared/data/real/README.md)"
-    label = np.where(raw == 0, IGNORE_INDEX, raw.astype(np.int64) - 1).astype(np.uint8)
-    return image, label
+def build_isprs_with_build_folder(output: Path) -> str:
+    """The real crops through `data_scripts/build_folder.py`, as a user would: Potsdam (R-G-B) as the source
+    domain, Vaihingen (NIR-R-G) as a target domain, both cut into 16 tiles of 128 pixels (one tile shape per dataset)."""
+    isprs = real_data_dir("isprs")
+    for city, bands in (("potsdam", ("R", "G", "B")), ("vaihingen", ("NIR", "R", "G"))):
+        run_builder("build_folder.py", "--images", isprs / city / "images", "--labels", isprs / city / "labels",
+                    "--band-names", *bands, "--class-names", *ISPRS_CLASSES, "--domain", city, "--tile-size", 128,
+                    "--output-dir", output)
+    return str(output)
 
 
 def test_potsdam_to_vaihingen_real_crops(tmp_path, tiny_encoders):
-    potsdam_image, potsdam_label = read_isprs("potsdam")
-    vaihingen_image, vaihingen_label = read_isprs("vaihingen")
-    tile = 128  # 16 Potsdam tiles to train on; Vaihingen is evaluated whole (512 x 512)
-    train = [(potsdam_image[:, r : r + tile, c : c + tile], potsdam_label[r : r + tile, c : c + tile])
-             for r in range(0, potsdam_image.shape[1], tile) for c in range(0, potsdam_image.shape[2], tile)]
-    dataset = write_schema_dataset(tmp_path / "isprs", {"train": train, "target_vaihingen": [
-        (vaihingen_image, vaihingen_label)]}, ["R", "G", "B"], dict(enumerate(ISPRS_CLASSES)))
-
+    dataset = build_isprs_with_build_folder(tmp_path / "isprs")
     model_overrides = [value for key, setting in {**TINY_MODEL, "backbone": tiny_encoders[0],
                                                   "depth_backbone": tiny_encoders[1]}.items()
                        for value in (f"--model.{key}", str(setting))]
@@ -533,8 +526,10 @@ def test_potsdam_to_vaihingen_real_crops(tmp_path, tiny_encoders):
     # The eroded boundaries (label 0 in the release) are ignored: only the other pixels are scored.
     loader = evaluation_loader(trainer.dataset["target_vaihingen"], trainer.processor, batch_size=1)
     confusion = evaluate_split(model, loader, len(ISPRS_CLASSES), EvaluationConfig(mode="whole"))
-    ignored = int((vaihingen_label == IGNORE_INDEX).sum())
-    assert ignored > 0 and int(confusion.matrix.sum()) == vaihingen_label.size - ignored
+    vaihingen_labels = np.stack([example["label"] for example in trainer.dataset["target_vaihingen"]])
+    ignored = int((vaihingen_labels == IGNORE_INDEX).sum())
+    assert len(trainer.dataset["train"]) == 16 and vaihingen_labels.shape == (16, 128, 128)
+    assert ignored > 0 and int(confusion.matrix.sum()) == vaihingen_labels.size - ignored
     assert (confusion.matrix[5] == 0).all()  # no clutter in this crop: its accuracy is undefined, not 0
     assert math.isnan(metrics["per_category_accuracy"]["clutter"])
 
