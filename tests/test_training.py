@@ -368,6 +368,13 @@ class Interrupted(Exception):
     """Stands for the process being killed right after a checkpoint was written."""
 
 
+def test_checkpoints_hold_only_the_trained_weights(reference_run):
+    checkpoints = sorted((reference_run["output_dir"] / "checkpoints").glob("checkpoint_*"))
+    assert checkpoints
+    names = load_file(checkpoints[-1] / "model.safetensors").keys()
+    assert names and all(name.startswith(("adapter.", "decode_head.")) for name in names)
+
+
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset, tiny_encoders, reference_run):
     preset = write_tiny_preset(tmp_path / "run.yaml", tiny_dataset, tmp_path / "out", tiny_encoders)
     trainer = Trainer(load_run_config(preset))

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..configuration_spectralmoe import SpectralMoEConfig
 from ..dataset_schema import load_spectral_dataset
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
-from ..modeling_spectralmoe import SpectralMoEForSemanticSegmentation
+from ..modeling_spectralmoe import FROZEN_PREFIXES, SpectralMoEForSemanticSegmentation
 from .augmentation import AugmentationConfig
 from .data import ProcessorCollator, SegmentationSplit
 from .evaluation import VALIDATION, EvaluationConfig, evaluate_dataset, format_table, source_label_counts
@@ -137,6 +137,8 @@ class Trainer:
         scheduler = poly_schedule(optimizer, total_steps, run.poly_power)
         self.model, optimizer, loader, scheduler = accelerator.prepare(self.model, optimizer, loader, scheduler)
         accelerator.register_for_checkpointing(self.progress)
+        if not self.random_encoders:
+            accelerator.register_save_state_pre_hook(_drop_frozen_weights)
         if run.resume_from_checkpoint:
             self._resume()
         accelerator.init_trackers("spectralmoe", config={"seed": run.seed, "lr": run.learning_rate})
@@ -198,7 +200,8 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self.run.resume_from_checkpoint
-        self.accelerator.load_state(None if path == "latest" else path)
+        # Checkpoints of named encoders hold only the trained weights; the frozen ones are already loaded.
+        self.accelerator.load_state(None if path == "latest" else path, strict=self.random_encoders)
         # Our counters come back with `progress`; accelerate's automatic checkpoint numbering does not (load_state
         # leaves it at 0, and the next save_state would fail on the existing `checkpoint_0`): continue after the
         # newest checkpoint folder.
@@ -292,6 +295,16 @@ class Trainer:
                 push_to_hub(final, self.run.hub_model_id)
         accelerator.end_training()
         return results
+
+
+def _drop_frozen_weights(models, weights, output_dir) -> None:
+    """accelerate save-state hook: keep only what training changes (at ViT-L scale 105 MB instead of 1.3 GB); the
+    frozen encoders are reloaded from the checkpoints the config names."""
+    for index, state_dict in enumerate(weights):
+        weights[index] = {
+            name: tensor for name, tensor in state_dict.items()
+            if not name.removeprefix("module.").startswith(FROZEN_PREFIXES)
+        }
 
 
 def push_to_hub(folder: Path, repo_id: str | None) -> None:
