@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import DINOv3ViTConfig, DINOv3ViTModel, Dinov2Config, Dinov2Model
 
@@ -264,6 +265,11 @@ def test_command_line_without_backbone_writes_adapter_and_head(tmp_path, monkeyp
     assert config["depth_backbone"] == "depth-anything/prompt-depth-anything-vitl-hf"
     processor = json.loads((tmp_path / "model" / "preprocessor_config.json").read_text())
     assert processor["image_mean"] == FBP_CROSS_SENSOR_MEAN
+    card = (tmp_path / "model" / "README.md").read_text()
+    front_matter = yaml.safe_load(card.split("---")[1])
+    assert front_matter["library_name"] == "transformers" and front_matter["pipeline_tag"] == "image-segmentation"
+    assert "model-index" not in front_matter  # nothing was measured here; the reported score is in the text only
+    assert "66.19 mIoU" in card and "not been re-evaluated" in card
 
 
 def test_depth_position_grid_follows_the_backbone_file():

@@ -12,9 +12,10 @@ def model_card(
     model_id: str,
     selection: str,
     random_encoders: bool,
+    provenance: str = "",
 ) -> str:
     """Markdown model card: front matter (library, pipeline tag, tags, datasets, model-index metrics), how to use it,
-    and the per-domain table.
+    and the per-domain table (both left out when there are no measured `results`).
 
     Args:
         config: the model's `SpectralMoEConfig`.
@@ -23,6 +24,7 @@ def model_card(
         model_id: repository id the card is written for (used in the usage snippet).
         selection: how the checkpoint was selected (`last`, `source_validation`, `oracle:<split>`).
         random_encoders: the frozen encoders were randomly initialised (demo / test runs): say so in bold.
+        provenance: a paragraph on where the weights come from (e.g. a converted release).
     """
     oracle = selection.startswith("oracle:")
     front_matter = {
@@ -30,9 +32,10 @@ def model_card(
         "pipeline_tag": "image-segmentation",
         "tags": ["spectralmoe", "remote-sensing", "semantic-segmentation", "domain-generalization", "mixture-of-experts"],
         "datasets": [dataset],
-        "model-index": [{"name": model_id, "results": [_index_entry(name, m, dataset, oracle) for name, m in
-                                                       results.items() if "mean_iou" in m]}],
     }
+    measured = [_index_entry(name, m, dataset, oracle) for name, m in results.items() if "mean_iou" in m]
+    if measured:
+        front_matter["model-index"] = [{"name": model_id, "results": measured}]
     lines = [
         "---", yaml.safe_dump(front_matter, sort_keys=False).strip(), "---", "",
         f"# {model_id}", "",
@@ -46,7 +49,9 @@ def model_card(
     if oracle:
         lines += [f"**Oracle selection:** the checkpoint was chosen on target split `{selection[7:]}`; its target "
                   "scores are optimistic and not a domain-generalization result.", ""]
-    lines += _usage(model_id) + _bands(config) + _table(results, selection)
+    if provenance:
+        lines += [provenance, ""]
+    lines += _usage(model_id) + _bands(config) + (_table(results, selection) if results else [])
     return "\n".join(lines) + "\n"
 
 
