@@ -8,6 +8,7 @@ from .configuration_dofa import DOFAConfig
 from .encoder_checkpoints import known_encoder_config
 
 
+ADAPTER_TYPES = ("spectralmoe", "rein", "depthforge")
 GATINGS = ("laplace", "softmax", "gaussian")
 PERCEPTUAL_MAPS = ("dot_product", "official_sum_product")
 FUSIONS = ("cross_attention", "official_diagonal", "add", "none")
@@ -18,7 +19,8 @@ PATCH_EMBED_EXPANSIONS = ("cyclic", "mean")
 def default_out_indices(num_layers: int) -> list[int]:
     """Ends of the first third, half, two thirds and the last layer: 7, 11, 15, 23 for 24 layers and 3, 5, 7, 11 for
     12 (SPEC §1 step 4). Shallow test encoders may repeat a layer."""
-    return [max(0, index) for index in (num_layers // 3 - 1, num_layers // 2 - 1, 2 * num_layers // 3 - 1, num_layers - 1)]
+    ends = (num_layers // 3 - 1, num_layers // 2 - 1, 2 * num_layers // 3 - 1, num_layers - 1)
+    return [max(0, index) for index in ends]
 
 
 def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
@@ -50,7 +52,7 @@ class SpectralMoEConfig(PreTrainedConfig):
             not given.
         depth_backbone (`str`, *optional*, defaults to `"depth-anything/prompt-depth-anything-vitl-hf"`):
             Hub id or local path of a Prompt Depth Anything / Depth Anything checkpoint whose DINOv2 encoder supplies
-            the depth tokens. `None` with `fusion="none"`.
+            the depth tokens. `None` when no depth encoder is used (`fusion="none"`, or `adapter_type="rein"`).
         depth_backbone_config (`PreTrainedConfig` or `dict`, *optional*):
             Architecture of the depth encoder (`Dinov2Config`). Resolved from `depth_backbone` when not given.
         num_channels (`int`, *optional*, defaults to 3):
@@ -68,6 +70,10 @@ class SpectralMoEConfig(PreTrainedConfig):
             How the depth encoder's patch-14 grid is paired with the visual patch-16 grid:
             `"resample_patch_embed"` resizes its patch kernel to the visual patch size at load time (authors' code);
             `"resize_input"` resizes its RGB input to (H/16*14, W/16*14).
+        adapter_type (`str`, *optional*, defaults to `"spectralmoe"`):
+            The plug-in after every frozen layer: `"spectralmoe"` (the dual-gated MoE), or the paper's baselines
+            `"rein"` (one low-rank token bank per layer, no depth) and `"depthforge"` (Rein whose token scores also
+            take the depth tokens'). The baselines use `num_expert_tokens`, `expert_rank` and `adapter_scale_init`.
         out_indices (`list[int]`, *optional*):
             0-based visual layers whose adapted patch tokens feed the decoder at strides 4, 8, 16, 32. Defaults to
             7, 11, 15, 23 for 24 layers and 3, 5, 7, 11 for 12.
@@ -147,6 +153,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     patch_embed_expansion: str = "cyclic"
     depth_grid_alignment: str = "resample_patch_embed"
     out_indices: list[int] | None = None
+    adapter_type: str = "spectralmoe"
     num_experts: int = 6
     top_k: int = 1
     expert_rank: int = 16
@@ -179,7 +186,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.depth_rgb_bands = list(self.depth_rgb_bands)
-        if self.fusion == "none":
+        if not self.uses_depth:
             self.depth_backbone = None
         self.backbone_config = _as_encoder_config(self.backbone_config)
         self.depth_backbone_config = _as_encoder_config(self.depth_backbone_config)
@@ -192,12 +199,20 @@ class SpectralMoEConfig(PreTrainedConfig):
         self.validate()
 
     @property
+    def uses_depth(self) -> bool:
+        """Whether a depth encoder is built and run: SpectralMoE with a fusion, or DepthForge."""
+        if self.adapter_type == "spectralmoe":
+            return self.fusion != "none"
+        return self.adapter_type == "depthforge"
+
+    @property
     def uses_dofa(self) -> bool:
         return isinstance(self.backbone_config, DOFAConfig)
 
     def validate(self) -> None:
         """Checks every choice field and the band metadata; errors say what was expected and what was found."""
         for name, allowed in (
+            ("adapter_type", ADAPTER_TYPES),
             ("gating", GATINGS),
             ("perceptual_map", PERCEPTUAL_MAPS),
             ("fusion", FUSIONS),
@@ -223,7 +238,7 @@ class SpectralMoEConfig(PreTrainedConfig):
             )
         if self.uses_dofa and self.wavelengths is None:
             raise ValueError("A DOFA visual encoder needs `wavelengths` (micrometres, one per band); found None.")
-        if self.fusion != "none":
+        if self.uses_depth:
             if len(self.depth_rgb_bands) != 3:
                 raise ValueError(f"`depth_rgb_bands` must name 3 bands (R, G, B), found {self.depth_rgb_bands}.")
             out_of_range = [i for i in self.depth_rgb_bands if not 0 <= i < self.num_channels]
@@ -236,7 +251,7 @@ class SpectralMoEConfig(PreTrainedConfig):
 
     def _validate_encoder_pair(self) -> None:
         visual, depth = self.backbone_config, self.depth_backbone_config
-        if self.fusion == "none" or visual is None or depth is None:
+        if not self.uses_depth or visual is None or depth is None:
             return
         if (visual.hidden_size, visual.num_hidden_layers) != (depth.hidden_size, depth.num_hidden_layers):
             raise ValueError(

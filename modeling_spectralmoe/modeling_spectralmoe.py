@@ -13,11 +13,13 @@ from transformers.utils import ModelOutput
 from .configuration_spectralmoe import SpectralMoEConfig
 from .frozen_encoders import FrozenDepthEncoder, FrozenVisualEncoder
 from .mask2former_head import SpectralMoEMask2FormerHead
+from .rein_adapter import ReinAdapter
 from .spectralmoe_adapter import SpectralMoEAdapter
 
 
 FROZEN_PREFIXES = ("visual_encoder.", "depth_encoder.")
 FEATURE_SCALES = (4.0, 2.0, 1.0, 0.5)  # strides 4, 8, 16, 32 from the patch-16 grid
+ADAPTERS = {"spectralmoe": SpectralMoEAdapter, "rein": ReinAdapter, "depthforge": ReinAdapter}
 
 
 @dataclass
@@ -41,7 +43,7 @@ class SpectralMoESemanticSegmenterOutput(ModelOutput):
             One tensor per encoder layer of shape `(batch_size, num_patches, num_experts)`: the gates of the visual
             patch tokens (k non-zero entries per token, summing to 1).
         depth_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_logits=True`):
-            The same for the depth patch tokens; `None` when `fusion="none"`.
+            The same for the depth patch tokens; `None` when no depth tokens are routed.
     """
 
     loss: torch.FloatTensor | None = None
@@ -64,7 +66,7 @@ class SpectralMoEPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Only our own composite modules carry an init scheme (SPEC §2, Mask2Former's); the encoders are
         `PreTrainedModel`s and initialise themselves."""
-        if isinstance(module, (SpectralMoEAdapter, SpectralMoEMask2FormerHead)):
+        if isinstance(module, (SpectralMoEAdapter, ReinAdapter, SpectralMoEMask2FormerHead)):
             module.reset_parameters()
 
 
@@ -72,7 +74,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
     r"""
     SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3 or DOFA) whose patch tokens are
     adjusted after every layer by a dual-gated mixture-of-experts adapter fed with the tokens of a frozen depth
-    foundation model, followed by a Mask2Former head. Only the adapter and the head are trained.
+    foundation model, followed by a Mask2Former head. Only the adapter and the head are trained. With
+    `config.adapter_type` `"rein"` or `"depthforge"` the same pipeline trains the paper's baselines instead.
 
     `Model(config)` builds every part with random weights and never downloads; `load_pretrained_encoders()` fills the
     frozen encoders from `config.backbone` / `config.depth_backbone`; `from_pretrained` loads a trained adapter and
@@ -83,9 +86,9 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         super().__init__(config)
         self.visual_encoder = FrozenVisualEncoder(config)
         self.depth_encoder = (
-            FrozenDepthEncoder(config, self.visual_encoder.patch_size) if config.fusion != "none" else None
+            FrozenDepthEncoder(config, self.visual_encoder.patch_size) if config.uses_depth else None
         )
-        self.adapter = SpectralMoEAdapter.from_config(config)
+        self.adapter = ADAPTERS[config.adapter_type].from_config(config)
         hidden_size = config.backbone_config.hidden_size
         self.decode_head = SpectralMoEMask2FormerHead(config, in_channels=[hidden_size] * len(FEATURE_SCALES))
         for encoder in self.frozen_encoders():
@@ -96,7 +99,7 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         return [encoder for encoder in (self.visual_encoder, self.depth_encoder) if encoder is not None]
 
     def train(self, mode: bool = True):
-        """Frozen encoders stay in eval mode: DINOv3 jitters its RoPE coordinates and DINOv2 drops paths in train mode."""
+        """Frozen encoders stay in eval mode: DINOv3 jitters its RoPE coordinates in train mode."""
         super().train(mode)
         for encoder in self.frozen_encoders():
             encoder.eval()
@@ -116,7 +119,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
 
     def has_named_encoders(self) -> bool:
         """Whether every frozen encoder comes from a named checkpoint (else it is random and must be saved)."""
-        return self.config.backbone is not None and (self.depth_encoder is None or self.config.depth_backbone is not None)
+        depth_named = self.depth_encoder is None or self.config.depth_backbone is not None
+        return self.config.backbone is not None and depth_named
 
     def forward(
         self,
@@ -167,7 +171,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         patch = self.visual_encoder.patch_size
         if pixel_values.shape[-2] % patch or pixel_values.shape[-1] % patch:
             raise ValueError(
-                f"Height and width must be multiples of the patch size {patch}, found {tuple(pixel_values.shape[-2:])}; "
+                f"Height and width must be multiples of the patch size {patch}, found "
+                f"{tuple(pixel_values.shape[-2:])}; "
                 "the image processor pads them (`do_pad=True`)."
             )
         if not torch.isfinite(pixel_values).all():

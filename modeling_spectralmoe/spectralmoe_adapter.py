@@ -196,9 +196,9 @@ class SpectralMoEAdapter(nn.Module):
         """Basis of every expert adjustment of one layer, shape (E * r + 1, D).
 
         An adjustment is `Σ_{j≥1} S_j token2feat(T_e[j])` with `T_e = A_e @ B_e`, so it equals
-        `(S[1:] @ A_e[1:]) @ (B_e W^T) + (Σ_{j≥1} S_j) b` for token2feat's weight W and bias b: a combination of the r
-        rows of `B_e W^T` of each expert and of b. Working with these E * r + 1 coefficients instead of D-dimensional
-        vectors makes the experts and both fusions cheaper by about D / (E * r + 1), exactly.
+        `(S[1:] @ A_e[1:]) @ (B_e W^T) + (Σ_{j≥1} S_j) b` for token2feat's weight W and bias b: a combination of the
+        r rows of `B_e W^T` of each expert and of b. Working with these E * r + 1 coefficients instead of
+        D-dimensional vectors makes the experts and both fusions cheaper by about D / (E * r + 1), exactly.
         """
         directions = self.experts_b[layer_idx].flatten(0, 1) @ self.token2feat.weight.t()  # (E * r, D)
         return torch.cat([directions, self.token2feat.bias.unsqueeze(0)])

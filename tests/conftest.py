@@ -77,11 +77,15 @@ def tiny_config(visual_path: str, depth_path: str, **overrides):
     return SpectralMoEConfig(**settings)
 
 
+ZERO_INITIALISED = ("experts_b", "gate_prototypes", "noise_weights", "tokens_b")  # SpectralMoE's and Rein's
+
+
 def randomize_adapter(model, seed: int = 0) -> None:
-    """Non-zero expert tokens, routers and scale, so that every input path reaches the logits."""
+    """Non-zero token banks, routers and scale, so that every input path reaches the logits."""
     generator = torch.Generator().manual_seed(seed)
     adapter = model.adapter
     with torch.no_grad():
-        for parameter in (adapter.experts_b, adapter.gate_prototypes, adapter.noise_weights):
-            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        for name, parameter in adapter.named_parameters():
+            if name in ZERO_INITIALISED:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
         adapter.scale.fill_(0.5)

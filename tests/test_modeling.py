@@ -77,15 +77,29 @@ def test_depth_encoder_runs_exactly_once_per_forward(tiny_encoders):
     assert len(calls) == 1
 
 
-def test_logits_follow_the_depth_input_only_when_depth_is_fused(tiny_encoders):
-    pixel_values, _ = batch(4)
-    for fusion, should_change in (("cross_attention", True), ("official_diagonal", True), ("none", False)):
-        model = build_model(tiny_encoders, fusion=fusion, **FOUR_BANDS).eval()
-        with torch.no_grad():
-            reference = model(pixel_values).logits
-            model.config.depth_rgb_bands = [3, 2, 1]  # the depth model now sees other bands; the visual input is equal
-            changed = model(pixel_values).logits
-        assert (not torch.allclose(reference, changed, atol=1e-6)) == should_change, fusion
+@pytest.mark.parametrize(
+    "adapter, should_change",
+    [
+        (dict(fusion="cross_attention"), True),
+        (dict(fusion="official_diagonal"), True),
+        (dict(fusion="none"), False),
+        (dict(adapter_type="depthforge"), True),
+        (dict(adapter_type="rein"), False),
+    ],
+    ids=["cross_attention", "official_diagonal", "no-fusion", "depthforge", "rein"],
+)
+def test_logits_follow_the_depth_input_only_when_depth_is_used(tiny_encoders, adapter, should_change):
+    pixel_values, labels = batch(4)
+    model = build_model(tiny_encoders, **adapter, **FOUR_BANDS).eval()
+    assert (model.depth_encoder is not None) == should_change
+    with torch.no_grad():
+        reference = model(pixel_values).logits
+        model.config.depth_rgb_bands = [3, 2, 1]  # the depth model now sees other bands; the visual input is equal
+        changed = model(pixel_values).logits
+    assert (not torch.allclose(reference, changed, atol=1e-6)) == should_change
+    model.train()(pixel_values=pixel_values, labels=labels).loss.backward()
+    assert all(p.grad is None for p in model.visual_encoder.parameters())
+    assert all(p.grad is not None for p in model.adapter.parameters())
 
 
 def test_zero_scale_gives_the_plain_dinov3_features(tiny_encoders):

@@ -1,4 +1,4 @@
-"""Spectral inputs end to end: DOFA as the visual encoder, band metadata validation, and the pipeline on a real image."""
+"""Spectral inputs end to end: DOFA as the visual encoder, band metadata validation, the pipeline on a real image."""
 
 import numpy as np
 import pytest

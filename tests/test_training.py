@@ -22,6 +22,7 @@ from transformers import DINOv3ViTModel, Dinov2Model
 from modeling_spectralmoe import SpectralMoEForSemanticSegmentation
 from modeling_spectralmoe.dataset_schema import SpectralMetadata, segmentation_features
 from modeling_spectralmoe.modeling_dofa import DOFAModel
+from modeling_spectralmoe.rein_adapter import ReinAdapter
 from modeling_spectralmoe.training_utils.augmentation import (
     IGNORE_INDEX,
     AugmentationConfig,
@@ -121,7 +122,13 @@ PAPER_PRESETS = {
     "ablation_wo_cross_attention": ("fbp_cross_sensor", DINOV3_L, 6, "add", False, MULTISPECTRAL, True, 5_737_985),
     "paper_recipe": ("rgb", DINOV3_L, 6, "cross_attention", False, RGB, True, 5_737_985),
 }
-PRESET_BENCHMARK = {name: expected[0] for name, expected in PAPER_PRESETS.items()} | {"demo": "demo"}
+# The baselines of the paper's Table 2 on Five-Billion-Pixels cross-sensor: preset -> (adapter type, uses depth).
+# Rein's count is SPEC.md §2's 2,990,081 (one bank of m = 100 tokens, r = 16, per layer); DepthForge has the same.
+BASELINE_PRESETS = {"baseline_rein": ("rein", False), "baseline_depthforge": ("depthforge", True)}
+PRESET_BENCHMARK = (
+    {name: expected[0] for name, expected in PAPER_PRESETS.items()} | {"demo": "demo"}
+    | {name: "fbp_cross_sensor" for name in BASELINE_PRESETS}
+)
 
 
 def adapter_parameter_count(layers, width, experts, tokens, rank, query_dim, routers) -> int:
@@ -144,6 +151,9 @@ def benchmark_metadata(key: str) -> SpectralMetadata:
 def test_every_preset_is_covered_and_settings_are_dry():
     names = sorted(path.stem for path in PRESETS.glob("*.yaml"))
     assert names == sorted(PRESET_BENCHMARK), "a preset was added or removed: describe its benchmark above"
+    for name in BASELINE_PRESETS:
+        preset = yaml.safe_load((PRESETS / f"{name}.yaml").read_text())
+        assert preset["inherit"] == "five_billion_pixels_cross_sensor.yaml"
     for name in PAPER_PRESETS:
         parent = yaml.safe_load((PRESETS / f"{name}.yaml").read_text()).get("inherit")
         if name.startswith("ablation_"):
@@ -181,6 +191,12 @@ def test_preset_loads_and_builds_the_paper_model_on_meta(name):
         assert adapter == adapter_parameter_count(tiny.num_hidden_layers, tiny.hidden_size, config.num_experts,
                                                   config.num_expert_tokens, config.expert_rank,
                                                   config.decoder_hidden_dim, 2)
+        return
+    if name in BASELINE_PRESETS:
+        adapter_type, uses_depth = BASELINE_PRESETS[name]
+        assert config.adapter_type == adapter_type and isinstance(model.adapter, ReinAdapter)
+        assert (model.depth_encoder is not None) == uses_depth == (config.depth_backbone == PROMPTDA_L)
+        assert adapter == 2_990_081 and 20.4e6 < head < 20.7e6
         return
 
     _, backbone, experts, fusion, shared_gate, scale_range, photometric, adapter_count = PAPER_PRESETS[name]
@@ -500,7 +516,8 @@ def test_push_to_hub_uploads_the_folder_with_a_model_card(reference_run):
 
 def build_isprs_with_build_folder(output: Path) -> str:
     """The real crops through `data_scripts/build_folder.py`, as a user would: Potsdam (R-G-B) as the source
-    domain, Vaihingen (NIR-R-G) as a target domain, both cut into 16 tiles of 128 pixels (one tile shape per dataset)."""
+    domain, Vaihingen (NIR-R-G) as a target domain, both cut into 16 tiles of 128 pixels (one tile shape per
+    dataset)."""
     isprs = real_data_dir("isprs")
     for city, bands in (("potsdam", ("R", "G", "B")), ("vaihingen", ("NIR", "R", "G"))):
         run_builder("build_folder.py", "--images", isprs / city / "images", "--labels", isprs / city / "labels",

@@ -30,7 +30,9 @@ def model_card(
     front_matter = {
         "library_name": "transformers",
         "pipeline_tag": "image-segmentation",
-        "tags": ["spectralmoe", "remote-sensing", "semantic-segmentation", "domain-generalization", "mixture-of-experts"],
+        "tags": [
+            "spectralmoe", "remote-sensing", "semantic-segmentation", "domain-generalization", "mixture-of-experts",
+        ],
         "datasets": [dataset],
     }
     measured = [_index_entry(name, m, dataset, oracle) for name, m in results.items() if "mean_iou" in m]

@@ -5,8 +5,9 @@ from torch import nn
 
 
 NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
-# Adapter parameters that the authors' config exempts from weight decay: expert token factors, routers, scale.
-ADAPTER_NO_DECAY = ("experts_a", "experts_b", "gate_prototypes", "noise_weights", "scale")
+# Adapter parameters that the authors' config exempts from weight decay: expert token factors, routers, scale (and
+# the token factors of the Rein / DepthForge baselines).
+ADAPTER_NO_DECAY = ("experts_a", "experts_b", "gate_prototypes", "noise_weights", "scale", "tokens_a", "tokens_b")
 # Learned embeddings of the decoder: query features and level embeddings (the query positions come from the adapter).
 EMBEDDING_NO_DECAY = ("queries_features", "query_feat", "level_embed", "query_position")
 

@@ -32,7 +32,8 @@ def router_statistics(router_probs: dict[str, tuple[torch.Tensor, ...] | None]) 
             if num_experts > 1 and starved:
                 warnings.append(
                     f"{modality} router of layer {layer} is collapsing: experts {starved} receive less than "
-                    f"1/(4E) = {1 / (4 * num_experts):.3f} of the tokens (shares {[round(s, 3) for s in shares.tolist()]})."
+                    f"1/(4E) = {1 / (4 * num_experts):.3f} of the tokens "
+                    f"(shares {[round(s, 3) for s in shares.tolist()]})."
                 )
     return scalars, warnings
 
