@@ -11,6 +11,7 @@ _EXPORTS = {
     "convert_official_dofa_state_dict": "modeling_dofa",
     "load_dofa_weights": "modeling_dofa",
     "SpectralMoEAdapter": "spectralmoe_adapter",
+    "ReinAdapter": "rein_adapter",
     "SpectralMoEMask2FormerHead": "mask2former_head",
     "SpectralMoEImageProcessor": "image_processing_spectralmoe",
     "SpectralMoEForSemanticSegmentation": "modeling_spectralmoe",

@@ -41,7 +41,7 @@ class SpectralMoESemanticSegmenterOutput(ModelOutput):
             Load-balancing loss of the adapter, averaged over layers.
         visual_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_logits=True`):
             One tensor per encoder layer of shape `(batch_size, num_patches, num_experts)`: the gates of the visual
-            patch tokens (k non-zero entries per token, summing to 1).
+            patch tokens (k non-zero entries per token, summing to 1). `None` for the Rein / DepthForge baselines.
         depth_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_logits=True`):
             The same for the depth patch tokens; `None` when no depth tokens are routed.
     """
@@ -155,8 +155,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
             class_queries_logits=head_outputs.class_queries_logits,
             masks_queries_logits=head_outputs.masks_queries_logits,
             aux_loss=aux_loss,
-            visual_router_probs=tuple(visual_gates) if output_router_logits else None,
-            depth_router_probs=tuple(depth_gates) if output_router_logits and self.depth_encoder else None,
+            visual_router_probs=tuple(visual_gates) if visual_gates else None,
+            depth_router_probs=tuple(depth_gates) if depth_gates else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -199,9 +199,9 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
                 return_router_probs=output_router_logits,
             )
             aux_losses.append(aux_loss)
-            if gates:
-                visual_gates.append(gates[0][0])
-                depth_gates.append(gates[0][1])
+            if gates:  # (visual, depth) gates of this layer; None where nothing is routed (no depth, Rein)
+                visual_gates += [gates[0][0]] if gates[0][0] is not None else []
+                depth_gates += [gates[0][1]] if gates[0][1] is not None else []
             if index in config.out_indices:
                 selected[index] = self._feature_map(hidden_states[:, encoder.num_prefix_tokens :], grid)
         features = [

@@ -256,6 +256,8 @@ class Trainer:
         batch = ProcessorCollator(self.processor)([SegmentationSplit(self.dataset[split])[0]])
         with torch.no_grad():
             outputs = model(pixel_values=batch["pixel_values"], output_router_logits=True)
+        if outputs.visual_router_probs is None:  # baselines route nothing
+            return
         patch = model.visual_encoder.patch_size
         grid = (batch["pixel_values"].shape[-2] // patch, batch["pixel_values"].shape[-1] // patch)
         save_expert_maps(outputs.visual_router_probs, grid, self.output_dir / "expert_maps.png")
