@@ -33,6 +33,7 @@ from modeling_spectralmoe.training_utils.augmentation import (
 from modeling_spectralmoe.training_utils.data import evaluation_loader
 from modeling_spectralmoe.training_utils.evaluation import EvaluationConfig, evaluate_split
 from modeling_spectralmoe.training_utils.optimization import build_optimizer, no_weight_decay_names
+from modeling_spectralmoe.training_utils.plots import DOMAIN_CHART, PREDICTIONS, display_rgb
 from modeling_spectralmoe.training_utils.router_diagnostics import router_statistics
 from modeling_spectralmoe.training_utils.run_config import load_run_config
 from modeling_spectralmoe.training_utils.trainer import Trainer, build_model_config, rgb_band_indices
@@ -382,6 +383,21 @@ def trainable_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 class Interrupted(Exception):
     """Stands for the process being killed right after a checkpoint was written."""
+
+
+def test_final_folder_shows_its_results_as_figures(reference_run):
+    folder = reference_run["output_dir"] / "final_model"
+    card = (folder / "README.md").read_text()
+    for figure in (DOMAIN_CHART, PREDICTIONS):
+        assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({figure})" in card
+
+
+def test_display_rgb_stretches_the_named_bands():
+    bands = np.stack([np.full((4, 5), 7.0), np.arange(20.0).reshape(4, 5), np.zeros((4, 5))])
+    image = display_rgb(bands, [1, 2, 0])
+    assert image.shape == (4, 5, 3) and image.min() >= 0 and image.max() <= 1
+    assert image[..., 0].max() == 1 and image[..., 0].min() == 0  # the ramp band spans the full range
 
 
 def test_checkpoints_hold_only_the_trained_weights(reference_run):

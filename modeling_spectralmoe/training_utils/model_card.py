@@ -13,6 +13,7 @@ def model_card(
     selection: str,
     random_encoders: bool,
     provenance: str = "",
+    figures: dict[str, str] | None = None,
 ) -> str:
     """Markdown model card: front matter (library, pipeline tag, tags, datasets, model-index metrics), how to use it,
     and the per-domain table (both left out when there are no measured `results`).
@@ -25,6 +26,7 @@ def model_card(
         selection: how the checkpoint was selected (`last`, `source_validation`, `oracle:<split>`).
         random_encoders: the frozen encoders were randomly initialised (demo / test runs): say so in bold.
         provenance: a paragraph on where the weights come from (e.g. a converted release).
+        figures: `{caption: file name}` of images saved beside the card, shown after the results.
     """
     oracle = selection.startswith("oracle:")
     front_matter = {
@@ -54,6 +56,7 @@ def model_card(
     if provenance:
         lines += [provenance, ""]
     lines += _usage(model_id) + _bands(config) + (_table(results, selection) if results else [])
+    lines += [f"![{caption}]({file_name})\n" for caption, file_name in (figures or {}).items()]
     return "\n".join(lines) + "\n"
 
 

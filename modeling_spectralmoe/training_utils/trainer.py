@@ -24,6 +24,7 @@ from .data import ProcessorCollator, SegmentationSplit
 from .evaluation import VALIDATION, EvaluationConfig, evaluate_dataset, format_table, source_label_counts
 from .model_card import model_card
 from .optimization import build_optimizer, poly_schedule
+from .plots import DOMAIN_CHART, PREDICTIONS, save_domain_chart, save_prediction_grid
 from .router_diagnostics import router_statistics, save_expert_maps
 from .run_config import RunConfig
 
@@ -270,11 +271,21 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
+        figures = self._save_figures(model, directory, results)
         (directory / "README.md").write_text(model_card(
             model.config, results, self.run.dataset, self.run.hub_model_id or directory.name,
-            self.run.model_selection, self.random_encoders,
+            self.run.model_selection, self.random_encoders, figures=figures,
         ))
         (directory / "all_results.json").write_text(json.dumps(results, indent=2))
+
+    def _save_figures(self, model, directory: Path, results: dict) -> dict[str, str]:
+        """Per-domain chart and one prediction per evaluated split, beside the model; `{caption: file}`."""
+        splits = [split for split in (VALIDATION, *self.target_splits) if split in self.dataset]
+        save_domain_chart(results, directory / DOMAIN_CHART)
+        save_prediction_grid(model.eval(), self.processor, self.dataset, splits, rgb_band_indices(
+            self.metadata.band_names), self.model_config.id2label, directory / PREDICTIONS)
+        return {"mIoU per domain and the majority-class baseline": DOMAIN_CHART,
+                "First image of each evaluated split: bands, label, prediction": PREDICTIONS}
 
     def _finish(self, last_results: dict) -> dict:
         """Writes the selected model to `output_dir/final_model` and returns its results."""
