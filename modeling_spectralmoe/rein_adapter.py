@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
+from .adapter_layers import depth_patches, pooled_query_embeddings, reset_token_linears
+
 
 class ReinAdapter(nn.Module):
     r"""
@@ -77,10 +79,7 @@ class ReinAdapter(nn.Module):
         bound = 1.0 / math.sqrt(self.token_rank)  # kaiming_uniform(a=sqrt(5)) on each (m, r) matrix
         init.uniform_(self.tokens_a, -bound, bound)
         init.zeros_(self.tokens_b)
-        for linear in (self.token2feat, self.delta_f, self.transform, self.merge):
-            init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
-            fan_in_bound = 1.0 / math.sqrt(linear.in_features)
-            init.uniform_(linear.bias, -fan_in_bound, fan_in_bound)
+        reset_token_linears(self.token2feat, self.delta_f, self.transform, self.merge)
         init.constant_(self.scale, self.scale_init)
 
     def tokens(self) -> torch.Tensor:
@@ -89,9 +88,7 @@ class ReinAdapter(nn.Module):
 
     def query_embeddings(self) -> torch.Tensor:
         """Mask2Former query position embedding from the token banks (SPEC §2, one bank per layer), shape (m, Q)."""
-        queries = self.transform(self.tokens())  # (L, m, Q)
-        pooled = torch.stack([queries.max(0).values, queries.mean(0), queries[-1]], dim=-1)  # (m, Q, 3)
-        return self.merge(pooled.flatten(-2))  # interleaved per channel: q0-max, q0-mean, q0-last, q1-max, ...
+        return pooled_query_embeddings(self.tokens(), self.transform, self.merge)
 
     def forward(
         self,
@@ -121,7 +118,7 @@ class ReinAdapter(nn.Module):
         scored = visual
         if self.depth_guided:
             # d T^T + x T^T = (x + d) T^T: the depth scores cost one addition.
-            scored = visual + self._depth_patches(depth_hidden_states, depth_num_prefix_tokens, visual.shape)
+            scored = visual + depth_patches(depth_hidden_states, depth_num_prefix_tokens, visual.shape)
         tokens_a, tokens_b = self.tokens_a[layer_idx], self.tokens_b[layer_idx]  # (m, r), (r, D)
         scores = F.linear(F.linear(scored, tokens_b), tokens_a) / math.sqrt(self.hidden_size)  # (x B^T) A^T
         weights = torch.softmax(scores, dim=-1)[..., 1:]  # token 0 is the "no change" slot
@@ -141,18 +138,6 @@ class ReinAdapter(nn.Module):
         """
         directions = self.tokens_b[layer_idx] @ self.token2feat.weight.t()  # (r, D)
         return torch.cat([directions, self.token2feat.bias.unsqueeze(0)])
-
-    @staticmethod
-    def _depth_patches(depth_hidden_states, depth_num_prefix_tokens: int, visual_shape) -> torch.Tensor:
-        if depth_hidden_states is None:
-            raise ValueError("DepthForge (`depth_guided=True`) needs `depth_hidden_states`.")
-        depth = depth_hidden_states[:, depth_num_prefix_tokens:]
-        if depth.shape != visual_shape:
-            raise ValueError(
-                f"Depth patch tokens {tuple(depth.shape)} must pair one-to-one with visual patch tokens "
-                f"{tuple(visual_shape)}: check the depth grid alignment and the prefix-token counts."
-            )
-        return depth
 
     def load_official_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Loads the authors' Rein (`LoRAReins`) or DepthForge (`DepthForgeReins`) weights under their key names

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
+from .adapter_layers import depth_patches, pooled_query_embeddings, reset_token_linears
 from .configuration_spectralmoe import FUSIONS, GATINGS, PERCEPTUAL_MAPS, SpectralMoEConfig
 from .moe_routing import RoutingResult, load_balancing_loss, route
 
@@ -113,18 +114,13 @@ class SpectralMoEAdapter(nn.Module):
         init.zeros_(self.experts_b)
         init.zeros_(self.gate_prototypes)
         init.zeros_(self.noise_weights)
-        for linear in (self.token2feat, self.delta_f, self.transform, self.merge):
-            init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
-            fan_in_bound = 1.0 / math.sqrt(linear.in_features)
-            init.uniform_(linear.bias, -fan_in_bound, fan_in_bound)
+        reset_token_linears(self.token2feat, self.delta_f, self.transform, self.merge)
         init.constant_(self.scale, self.scale_init)
 
     def query_embeddings(self) -> torch.Tensor:
         """Mask2Former query position embedding from the expert tokens (SPEC §2), shape (m, Q)."""
         per_layer = (self.experts_a @ self.experts_b).mean(1)  # (L, m, D): mean over experts
-        queries = self.transform(per_layer)  # (L, m, Q)
-        pooled = torch.stack([queries.max(0).values, queries.mean(0), queries[-1]], dim=-1)  # (m, Q, 3)
-        return self.merge(pooled.flatten(-2))
+        return pooled_query_embeddings(per_layer, self.transform, self.merge)
 
     def forward(
         self,
@@ -155,7 +151,7 @@ class SpectralMoEAdapter(nn.Module):
         batch_size, num_patches, hidden_size = visual.shape
         modalities = [visual]
         if self.fusion != "none":
-            modalities.append(self._depth_patches(depth_hidden_states, depth_num_prefix_tokens, visual.shape))
+            modalities.append(depth_patches(depth_hidden_states, depth_num_prefix_tokens, visual.shape))
         flat = [tokens.reshape(-1, hidden_size) for tokens in modalities]
         routings = [self._route(tokens, layer_idx, modality) for modality, tokens in enumerate(flat)]
         coefficients = self._expert_coefficients(torch.cat(flat), routings, layer_idx)
@@ -168,18 +164,6 @@ class SpectralMoEAdapter(nn.Module):
             return outputs
         gates = [routing.gates.view(batch_size, num_patches, -1) for routing in routings]
         return outputs + ((gates[VISUAL], gates[DEPTH] if len(gates) > 1 else None),)
-
-    @staticmethod
-    def _depth_patches(depth_hidden_states, depth_num_prefix_tokens: int, visual_shape) -> torch.Tensor:
-        if depth_hidden_states is None:
-            raise ValueError("`depth_hidden_states` is required unless `fusion='none'`.")
-        depth = depth_hidden_states[:, depth_num_prefix_tokens:]
-        if depth.shape != visual_shape:
-            raise ValueError(
-                f"Depth patch tokens {tuple(depth.shape)} must pair one-to-one with visual patch tokens "
-                f"{tuple(visual_shape)}: check the depth grid alignment and the prefix-token counts."
-            )
-        return depth
 
     def _route(self, tokens: torch.Tensor, layer_idx: int, modality: int) -> RoutingResult:
         router = 0 if self.gate_prototypes.shape[1] == 1 else modality
