@@ -89,3 +89,11 @@ def randomize_adapter(model, seed: int = 0) -> None:
             if name in ZERO_INITIALISED:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator))
         adapter.scale.fill_(0.5)
+
+
+def random_tokens(batch=2, prefix=5, patches=9, width=16, seed=1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visual tokens (B, prefix + N, D) and depth tokens (B, 1 + N, D) of one layer, for adapter tests."""
+    generator = torch.Generator().manual_seed(seed)
+    visual = torch.randn(batch, prefix + patches, width, generator=generator)
+    depth = torch.randn(batch, 1 + patches, width, generator=generator)
+    return visual, depth

@@ -8,7 +8,7 @@ import torch
 from modeling_spectralmoe import SpectralMoEAdapter
 from modeling_spectralmoe.moe_routing import cv_squared, route, smooth_load
 
-from .conftest import golden_tensors
+from .conftest import golden_tensors, random_tokens
 
 
 GOLDEN_SIZES = dict(num_layers=2, hidden_size=32, num_experts=3, expert_rank=4, num_expert_tokens=10, query_dim=16)
@@ -57,13 +57,6 @@ def random_adapter(seed=0, **kwargs):
             parameter.normal_()
         adapter.scale.fill_(0.5)
     return adapter
-
-
-def random_tokens(batch=2, prefix=5, patches=9, width=16, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    visual = torch.randn(batch, prefix + patches, width, generator=generator)
-    depth = torch.randn(batch, 1 + patches, width, generator=generator)
-    return visual, depth
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 3])

@@ -8,7 +8,7 @@ import torch
 
 from modeling_spectralmoe.rein_adapter import ReinAdapter
 
-from .conftest import golden_tensors
+from .conftest import golden_tensors, random_tokens
 
 
 GOLDEN_SIZES = dict(num_layers=2, hidden_size=32, num_tokens=10, token_rank=4, query_dim=16)
@@ -40,13 +40,6 @@ def random_adapter(depth_guided=False, seed=0, **kwargs):
         adapter.tokens_b.normal_()
         adapter.scale.fill_(0.5)
     return adapter
-
-
-def random_tokens(batch=2, prefix=5, patches=9, width=16, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    visual = torch.randn(batch, prefix + patches, width, generator=generator)
-    depth = torch.randn(batch, 1 + patches, width, generator=generator)
-    return visual, depth
 
 
 def direct_form(adapter, visual, depth, layer, prefix):
