@@ -8,7 +8,7 @@ from .configuration_dofa import DOFAConfig
 from .encoder_checkpoints import known_encoder_config
 
 
-ADAPTER_TYPES = ("spectralmoe", "rein", "depthforge")
+ADAPTER_TYPES = ("spectralmoe", "rein", "depthforge", "frozen")
 GATINGS = ("laplace", "softmax", "gaussian")
 PERCEPTUAL_MAPS = ("dot_product", "official_sum_product")
 FUSIONS = ("cross_attention", "official_diagonal", "add", "none")
@@ -72,8 +72,9 @@ class SpectralMoEConfig(PreTrainedConfig):
             `"resize_input"` resizes its RGB input to (H/16*14, W/16*14).
         adapter_type (`str`, *optional*, defaults to `"spectralmoe"`):
             The plug-in after every frozen layer: `"spectralmoe"` (the dual-gated MoE), or the paper's baselines
-            `"rein"` (one low-rank token bank per layer, no depth) and `"depthforge"` (Rein whose token scores also
-            take the depth tokens'). The baselines use `num_expert_tokens`, `expert_rank` and `adapter_scale_init`.
+            `"rein"` (one low-rank token bank per layer, no depth), `"depthforge"` (Rein whose token scores also
+            take the depth tokens') and `"frozen"` (no adapter: only the head and a learned query position table
+            train). Rein and DepthForge use `num_expert_tokens`, `expert_rank` and `adapter_scale_init`.
         out_indices (`list[int]`, *optional*):
             0-based visual layers whose adapted patch tokens feed the decoder at strides 4, 8, 16, 32. Defaults to
             7, 11, 15, 23 for 24 layers and 3, 5, 7, 11 for 12.

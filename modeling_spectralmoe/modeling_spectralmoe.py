@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTraine
 from transformers.utils import ModelOutput
 
 from .configuration_spectralmoe import SpectralMoEConfig
+from .frozen_baseline_adapter import FrozenBaselineAdapter
 from .frozen_encoders import FrozenDepthEncoder, FrozenVisualEncoder
 from .mask2former_head import SpectralMoEMask2FormerHead
 from .rein_adapter import ReinAdapter
@@ -19,7 +20,9 @@ from .spectralmoe_adapter import SpectralMoEAdapter
 
 FROZEN_PREFIXES = ("visual_encoder.", "depth_encoder.")
 FEATURE_SCALES = (4.0, 2.0, 1.0, 0.5)  # strides 4, 8, 16, 32 from the patch-16 grid
-ADAPTERS = {"spectralmoe": SpectralMoEAdapter, "rein": ReinAdapter, "depthforge": ReinAdapter}
+ADAPTERS = {
+    "spectralmoe": SpectralMoEAdapter, "rein": ReinAdapter, "depthforge": ReinAdapter, "frozen": FrozenBaselineAdapter,
+}
 
 
 @dataclass
@@ -66,7 +69,7 @@ class SpectralMoEPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Only our own composite modules carry an init scheme (SPEC §2, Mask2Former's); the encoders are
         `PreTrainedModel`s and initialise themselves."""
-        if isinstance(module, (SpectralMoEAdapter, ReinAdapter, SpectralMoEMask2FormerHead)):
+        if isinstance(module, (*set(ADAPTERS.values()), SpectralMoEMask2FormerHead)):
             module.reset_parameters()
 
 
@@ -75,7 +78,7 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
     SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3 or DOFA) whose patch tokens are
     adjusted after every layer by a dual-gated mixture-of-experts adapter fed with the tokens of a frozen depth
     foundation model, followed by a Mask2Former head. Only the adapter and the head are trained. With
-    `config.adapter_type` `"rein"` or `"depthforge"` the same pipeline trains the paper's baselines instead.
+    `config.adapter_type` `"rein"`, `"depthforge"` or `"frozen"` the same pipeline trains the paper's baselines.
 
     `Model(config)` builds every part with random weights and never downloads; `load_pretrained_encoders()` fills the
     frozen encoders from `config.backbone` / `config.depth_backbone`; `from_pretrained` loads a trained adapter and

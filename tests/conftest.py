@@ -88,7 +88,8 @@ def randomize_adapter(model, seed: int = 0) -> None:
         for name, parameter in adapter.named_parameters():
             if name in ZERO_INITIALISED:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator))
-        adapter.scale.fill_(0.5)
+        if hasattr(adapter, "scale"):  # the frozen baseline has no residual
+            adapter.scale.fill_(0.5)
 
 
 def random_tokens(batch=2, prefix=5, patches=9, width=16, seed=1) -> tuple[torch.Tensor, torch.Tensor]:

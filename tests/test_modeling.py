@@ -85,8 +85,9 @@ def test_depth_encoder_runs_exactly_once_per_forward(tiny_encoders):
         (dict(fusion="none"), False),
         (dict(adapter_type="depthforge"), True),
         (dict(adapter_type="rein"), False),
+        (dict(adapter_type="frozen"), False),
     ],
-    ids=["cross_attention", "official_diagonal", "no-fusion", "depthforge", "rein"],
+    ids=["cross_attention", "official_diagonal", "no-fusion", "depthforge", "rein", "frozen"],
 )
 def test_logits_follow_the_depth_input_only_when_depth_is_used(tiny_encoders, adapter, should_change):
     pixel_values, labels = batch(4)
@@ -100,6 +101,16 @@ def test_logits_follow_the_depth_input_only_when_depth_is_used(tiny_encoders, ad
     model.train()(pixel_values=pixel_values, labels=labels).loss.backward()
     assert all(p.grad is None for p in model.visual_encoder.parameters())
     assert all(p.grad is not None for p in model.adapter.parameters())
+
+
+def test_frozen_baseline_passes_the_plain_dinov3_features(tiny_encoders):
+    model = build_model(tiny_encoders, adapter_type="frozen").eval()
+    with torch.no_grad():
+        features = model.encode(batch()[0])[0]
+        reference = DINOv3ViTModel.from_pretrained(tiny_encoders[0]).eval()(batch()[0], output_hidden_states=True)
+    expected = reference.hidden_states[model.config.out_indices[2] + 1][:, 5:].transpose(1, 2).reshape(2, 32, 4, 4)
+    torch.testing.assert_close(features[2], expected, atol=1e-5, rtol=0)
+    assert model.num_parameters(only_trainable=True) == sum(p.numel() for p in model.decode_head.parameters()) + 8 * 32
 
 
 def test_zero_scale_gives_the_plain_dinov3_features(tiny_encoders):
