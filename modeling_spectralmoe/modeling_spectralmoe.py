@@ -141,6 +141,9 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
                 Class index per pixel, 255 = ignore.
             output_router_logits (`bool`, *optional*, defaults to `False`):
                 Also return every layer's gate probabilities of both modalities.
+            kwargs:
+                Other outputs of the image processor, ignored: its `pixel_mask` is already encoded in `labels`
+                (no-data and padding are 255) and padded pixels are 0 after normalisation.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_pixel_values(pixel_values)
