@@ -509,6 +509,24 @@ def test_two_processes_give_exactly_the_one_process_results(reference_run, tiny_
     assert_same_results(json.loads(output.read_text()), one_process_results)
 
 
+def test_two_process_training_ends_its_schedule_on_its_last_step(tiny_dataset, tiny_encoders, tmp_path):
+    """8 scenes, batch 2 per process, 2 processes: 2 optimizer steps per epoch, so 2 epochs are 4 steps, and the poly
+    learning rate must reach 0 exactly there (not after 2x the steps, nor halfway)."""
+    preset = write_tiny_preset(tmp_path / "run.yaml", tiny_dataset, tmp_path / "out", tiny_encoders, max_steps=None,
+                               epochs=2, checkpointing_steps=100, router_diagnostics_steps=0)
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "training/train.py", "--config", preset],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    last = sorted((tmp_path / "out" / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    progress = torch.load(last / "custom_checkpoint_0.pkl", weights_only=True)
+    scheduler = torch.load(last / "scheduler.bin", weights_only=True)
+    assert (progress["global_step"], progress["epoch"]) == (4, 2)
+    assert scheduler["last_epoch"] == 4 and scheduler["_last_lr"] == [0.0, 0.0]
+
+
 def test_push_to_hub_uploads_the_folder_with_a_model_card(reference_run):
     calls = reference_run["hub_calls"]
     assert [call[0] for call in calls if call[0] != "HfApi"] == ["create_repo", "upload_folder"]

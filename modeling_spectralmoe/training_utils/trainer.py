@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -97,6 +99,13 @@ class Trainer:
                 total_limit=run.checkpoints_total_limit,
             ),
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            # The poly schedule counts optimizer steps of this process's sharded loader; accelerate would otherwise
+            # step it once per process at every optimizer step.
+            step_scheduler_with_optimizer=False,
+            # accelerate runs several CPU processes (torchrun on a machine without GPU) as one job only when told so.
+            cpu=torch.distributed.is_torchelastic_launched() and not torch.cuda.is_available(),
+            # Routers without noise get no gradient from a hard-count load; DDP must not wait for theirs.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
         set_seed(run.seed)
         self.dataset, self.metadata = load_spectral_dataset(run.dataset)
@@ -132,11 +141,10 @@ class Trainer:
 
     def train(self) -> dict:
         accelerator, run = self.accelerator, self.run
-        loader = self._train_loader()
-        total_steps = self._total_steps(loader)
         optimizer = build_optimizer(self.model, run.learning_rate, run.weight_decay, run.betas)
-        scheduler = poly_schedule(optimizer, total_steps, run.poly_power)
-        self.model, optimizer, loader, scheduler = accelerator.prepare(self.model, optimizer, loader, scheduler)
+        self.model, optimizer, loader = accelerator.prepare(self.model, optimizer, self._train_loader())
+        total_steps = self._total_steps(loader)  # after sharding: the steps each process really takes
+        scheduler = accelerator.prepare(poly_schedule(optimizer, total_steps, run.poly_power))
         accelerator.register_for_checkpointing(self.progress)
         if not self.random_encoders:
             accelerator.register_save_state_pre_hook(_drop_frozen_weights)
@@ -168,10 +176,10 @@ class Trainer:
                 outputs = self.model(**batch, output_router_logits=diagnose)
                 accelerator.backward(outputs.loss)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad()
             progress.batches_done_in_epoch += 1
             if accelerator.sync_gradients:
+                scheduler.step()
                 progress.global_step += 1
                 bar.update(1)
                 self._log_step(outputs, scheduler, diagnose)
