@@ -31,7 +31,8 @@ from modeling_spectralmoe.training_utils.augmentation import (
     photometric_distortion,
     random_crop,
 )
-from modeling_spectralmoe.training_utils.data import evaluation_loader
+from modeling_spectralmoe import SpectralMoEImageProcessor
+from modeling_spectralmoe.training_utils.data import ProcessorCollator, SegmentationSplit, evaluation_loader
 from modeling_spectralmoe.training_utils.evaluation import EvaluationConfig, evaluate_split
 from modeling_spectralmoe.training_utils.optimization import build_optimizer, no_weight_decay_names
 from modeling_spectralmoe.training_utils.plots import DOMAIN_CHART, PREDICTIONS, display_rgb
@@ -656,8 +657,8 @@ def test_augment_gives_the_crop_size(size, scale_range):
     for seed in range(5):
         out_image, out_label = augment(image, label, config, torch.Generator().manual_seed(seed))
         assert out_image.shape == (4, 32, 32) and out_label.shape == (32, 32)
-    if size == (20, 24):  # smaller than the crop: padded with 0 and ignore
-        assert (out_label[20:] == IGNORE_INDEX).all() and (out_image[:, 20:] == 0).all()
+    if size == (20, 24):  # smaller than the crop: padded with "no measurement" (NaN) and ignore
+        assert (out_label[20:] == IGNORE_INDEX).all() and out_image[:, 20:].isnan().all()
 
 
 def test_flip_keeps_labels_aligned_with_pixels():
@@ -690,6 +691,29 @@ def test_photometric_distortion_touches_only_the_rgb_bands():
     assert changed.tolist() == [False, True, True, True, False]
     for disabled in (AugmentationConfig(rgb_bands=None), AugmentationConfig(rgb_bands=[1, 2, 3], photometric=False)):
         assert torch.equal(photometric_distortion(image, disabled, torch.Generator().manual_seed(0)), image)
+
+
+def test_padding_and_nodata_are_zero_after_normalisation_and_ignored():
+    """Crops larger than the image are padded, some pixels are no-data (0 in every band), and photometric jitter
+    shifts the R, G, B values: after the collator those pixels are exactly 0 (as in evaluation) and ignored."""
+    image = np.full((4, 20, 24), 100, dtype=np.uint8)
+    image[:, 5, 5] = 0  # no-data
+    label = np.ones((20, 24), dtype=np.uint8)
+    split = datasets.Dataset.from_dict(
+        {"pixel_values": [image], "label": [label], "domain": ["d"], "image_id": ["0"]},
+        features=segmentation_features(4, 20, 24, "uint8"),
+    )
+    config = AugmentationConfig(crop_size=32, scale_range=None, flip_prob=0.0, rgb_bands=[1, 2, 3],
+                                brightness_delta=32)
+    processor = SpectralMoEImageProcessor(image_mean=[50.0] * 4, image_std=[10.0] * 4, nodata_value=0)
+    collate = ProcessorCollator(processor)
+    for seed in range(4):
+        batch = collate([SegmentationSplit(split, config, seed=seed, nodata=0)[0]])
+        pixel_values, labels = batch["pixel_values"][0], batch["labels"][0]
+        missing = torch.zeros(32, 32, dtype=torch.bool)
+        missing[20:], missing[:, 24:], missing[5, 5] = True, True, True
+        assert (pixel_values[:, missing] == 0).all() and (labels[missing] == IGNORE_INDEX).all()
+        assert (pixel_values[0, ~missing] == 5.0).all() and (labels[~missing] == 1).all()  # NIR: (100 - 50) / 10
 
 
 def test_random_crop_respects_cat_max_ratio_where_possible():

@@ -1,7 +1,9 @@
 """Training augmentations of SPEC §5 as torch ops on C-band tensors in raw units (before normalisation).
 
 Random resize of the short side, random crop with a cap on the dominant class (`cat_max_ratio`), horizontal flip and
-mmseg's photometric distortion restricted to the bands the metadata names R, G and B.
+mmseg's photometric distortion restricted to the bands the metadata names R, G and B. Pixels without a measurement
+(no-data, and the padding added here) are NaN in the image, so every step carries them along; the collator turns them
+into 0 after normalisation and ignores their labels.
 """
 
 from dataclasses import dataclass
@@ -52,16 +54,17 @@ def random_resize(image: torch.Tensor, label: torch.Tensor, crop_size: int, scal
 
 
 def pad_to(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple:
-    """Pads bottom/right to at least size x size: image with 0, label with the ignore index."""
+    """Pads bottom/right to at least size x size: image with NaN (no measurement), label with the ignore index."""
     pad_h, pad_w = max(0, size - image.shape[-2]), max(0, size - image.shape[-1])
     if pad_h or pad_w:
-        image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+        image = F.pad(image, (0, pad_w, 0, pad_h), value=float("nan"))
         label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
     return image, label
 
 
-def random_crop(image, label, size: int, cat_max_ratio: float, generator, attempts: int = 10) -> tuple:
-    """Crop of size x size, redrawn while one class dominates its labelled pixels (mmseg's cat_max_ratio)."""
+def random_crop(image, label, size: int, cat_max_ratio: float, generator, attempts: int = 11) -> tuple:
+    """Crop of size x size, redrawn while one class dominates its labelled pixels (mmseg's cat_max_ratio: a first
+    crop and up to 10 redraws, the last one kept whatever its balance)."""
     image, label = pad_to(image, label, size)
     height, width = label.shape
     for _ in range(attempts):
@@ -111,12 +114,12 @@ def photometric_distortion(image: torch.Tensor, config: AugmentationConfig, gene
         return low + (high - low) * torch.rand((), generator=generator).item()
 
     rgb = image[config.rgb_bands]
-    if coin():
-        rgb = rgb + uniform(-config.brightness_delta, config.brightness_delta)
+    if coin():  # each step clips to the sensor's range, as mmseg's does
+        rgb = (rgb + uniform(-config.brightness_delta, config.brightness_delta)).clamp(0, config.value_range)
     contrast_first = coin()
     contrast = uniform(0.5, 1.5) if coin() else None
     if contrast_first and contrast is not None:
-        rgb = rgb * contrast
+        rgb = (rgb * contrast).clamp(0, config.value_range)
     hsv = rgb_to_hsv((rgb / config.value_range).clamp(0, 1))
     if coin():
         hsv[1] = (hsv[1] * uniform(0.5, 1.5)).clamp(0, 1)

@@ -123,7 +123,9 @@ class Trainer:
     def _train_loader(self) -> DataLoader:
         augmentation = AugmentationConfig(**{"rgb_bands": rgb_band_indices(self.metadata.band_names),
                                              **self.run.augmentation})
-        self.train_split = SegmentationSplit(self.dataset[self.metadata.source_split], augmentation, self.run.seed)
+        self.train_split = SegmentationSplit(
+            self.dataset[self.metadata.source_split], augmentation, self.run.seed, self.metadata.nodata
+        )
         # Every new iterator draws its workers' base seed from the loader's generator; left to the global RNG, the extra
         # iterator that a run resumed mid-epoch creates would shift the router noise and point sampling of every later
         # step. (The seedable sampler reseeds this generator with seed + epoch before drawing each epoch's order.)
