@@ -314,5 +314,7 @@ AutoImageProcessor.register(
     image_processor_classes={"torchvision": SpectralMoEImageProcessor, "pil": SpectralMoEImageProcessor},
     exist_ok=True,
 )
+# Saved processors carry an auto_map and this file, so `AutoImageProcessor` / `pipeline` load them in any process.
+SpectralMoEImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = ["SpectralMoEImageProcessor"]

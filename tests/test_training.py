@@ -408,6 +408,26 @@ def test_display_rgb_stretches_the_named_bands():
     assert image[..., 0].max() == 1 and image[..., 0].min() == 0  # the ramp band spans the full range
 
 
+def test_final_folder_loads_in_a_fresh_process_as_the_readme_says(reference_run):
+    """A new interpreter knows nothing of the package: model, processor and pipeline come from the folder alone."""
+    folder = reference_run["output_dir"] / "final_model"
+    script = f"""
+import numpy as np
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+model = AutoModelForSemanticSegmentation.from_pretrained({str(folder)!r}, trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+bands = np.random.default_rng(0).integers(0, 255, (4, 75, 100)).astype(np.uint8)
+inputs = processor(bands, input_data_format="channels_first", return_tensors="pt")
+label_map = processor.post_process_semantic_segmentation(model(**inputs), target_sizes=[bands.shape[-2:]])[0]
+assert "modeling_spectralmoe" not in type(processor).__module__.split(".")[0], type(processor).__module__
+print(tuple(label_map.shape))
+"""
+    completed = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip().endswith("(75, 100)")
+
+
 def test_checkpoints_hold_only_the_trained_weights(reference_run):
     checkpoints = sorted((reference_run["output_dir"] / "checkpoints").glob("checkpoint_*"))
     assert checkpoints
