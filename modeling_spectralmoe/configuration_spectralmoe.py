@@ -187,6 +187,8 @@ class SpectralMoEConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.depth_rgb_bands = list(self.depth_rgb_bands)
+        if self.id2label is not None and self.label2id is None:
+            self.label2id = {name: index for index, name in self.id2label.items()}
         if not self.uses_depth:
             self.depth_backbone = None
         self.backbone_config = _as_encoder_config(self.backbone_config)
@@ -236,6 +238,11 @@ class SpectralMoEConfig(PreTrainedConfig):
         if self.wavelengths is not None and len(self.wavelengths) != self.num_channels:
             raise ValueError(
                 f"`wavelengths` has {len(self.wavelengths)} entries but `num_channels` is {self.num_channels}."
+            )
+        if self.wavelengths is not None and not all(0.2 <= w <= 20 for w in self.wavelengths):
+            raise ValueError(
+                f"`wavelengths` are band centres in micrometres (0.2-20), found {self.wavelengths}; values in "
+                "nanometres must be divided by 1000."
             )
         if self.uses_dofa and self.wavelengths is None:
             raise ValueError("A DOFA visual encoder needs `wavelengths` (micrometres, one per band); found None.")

@@ -147,6 +147,11 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_pixel_values(pixel_values)
+        if labels is not None and labels.shape != (pixel_values.shape[0], *pixel_values.shape[-2:]):
+            raise ValueError(
+                f"labels must have shape (batch, height, width) = {(pixel_values.shape[0], *pixel_values.shape[-2:])} "
+                f"to match pixel_values, found {tuple(labels.shape)}."
+            )
         features, aux_loss, visual_gates, depth_gates = self.encode(pixel_values, output_router_logits)
         head_outputs = self.decode_head(features, self.adapter.query_embeddings())
         logits = self.decode_head.semantic_logits(

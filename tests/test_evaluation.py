@@ -63,4 +63,5 @@ def test_pooled_targets_use_one_confusion_matrix_and_the_mean_averages_domains()
     assert results[MEAN_OVER_DOMAINS]["mean_iou"] == pytest.approx((100.0 + 25.0) / 2)
     # The source's majority class (land) predicted on all 6 target_b pixels: land IoU 3/6, water IoU 0.
     assert results["target_b"]["baseline"]["mean_iou"] == pytest.approx(100 * (3 / 6) / 2)
+    assert results["target_b"]["baseline"]["majority_class"] == "land"
     assert results["target_a"]["per_category_iou"] == {"land": pytest.approx(100.0), "water": pytest.approx(100.0)}

@@ -136,6 +136,7 @@ def test_save_and_load_round_trip_without_encoder_weights(tiny_encoders, tmp_pat
     assert keys and not any(key.startswith(("visual_encoder.", "depth_encoder.")) for key in keys)
     assert all(key.startswith(("adapter.", "decode_head.")) for key in keys)
     reloaded = SpectralMoEForSemanticSegmentation.from_pretrained(tmp_path).eval()
+    assert reloaded.config.label2id == {"impervious": 0, "building": 1, "vegetation": 2}
     auto = AutoModelForSemanticSegmentation.from_pretrained(tmp_path, trust_remote_code=True).eval()
     with torch.no_grad():
         expected = model(pixel_values).logits
@@ -176,7 +177,9 @@ def test_input_errors_say_what_was_expected(tiny_encoders):
         model(batch(3)[0])
     with pytest.raises(ValueError, match="multiples of the patch size 16"):
         model(torch.zeros(1, 4, 60, 64))
-    pixel_values = batch(4)[0]
+    pixel_values, labels = batch(4)
+    with pytest.raises(ValueError, match=r"labels must have shape .* = \(2, 64, 64\) .* found \(2, 32, 64\)"):
+        model(pixel_values, labels=labels[:, :32])
     pixel_values[0, 2, 5, 5] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         model(pixel_values)

@@ -428,6 +428,15 @@ print(tuple(label_map.shape))
     assert completed.stdout.strip().endswith("(75, 100)")
 
 
+def test_run_setting_mistakes_are_named(tiny_dataset, tiny_encoders, tmp_path):
+    preset = write_tiny_preset(tmp_path / "run.yaml", tiny_dataset, tmp_path / "out", tiny_encoders)
+    with pytest.raises(ValueError, match=r"Unknown model settings \['num_expert'\]"):
+        build_model_config(load_run_config(preset, ["--model.num_expert", "5"]), benchmark_metadata("fbp_cross_sensor"))
+    resume = load_run_config(preset, ["--resume_from_checkpoint", "latest"])
+    with pytest.raises(FileNotFoundError, match="No checkpoint under .* to resume from"):
+        Trainer(resume).train()
+
+
 def test_checkpoints_hold_only_the_trained_weights(reference_run):
     checkpoints = sorted((reference_run["output_dir"] / "checkpoints").glob("checkpoint_*"))
     assert checkpoints

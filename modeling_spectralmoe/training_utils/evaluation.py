@@ -111,10 +111,12 @@ def summarize(
 
 
 def _readable(metrics: dict, id2label: dict[int, str]) -> dict:
-    """Scalars as floats (in %), per-class arrays as {class name: value}."""
+    """Scalars as floats (in %), per-class arrays as {class name: value}, the baseline's class index as its name."""
     readable = {}
     for key, value in metrics.items():
-        if np.ndim(value) == 0:
+        if key == "majority_class":
+            readable[key] = id2label[int(value)]
+        elif np.ndim(value) == 0:
             readable[key] = float(value) * 100
         else:
             readable[key] = {id2label[index]: float(v) * 100 for index, v in enumerate(value)}

@@ -1,6 +1,7 @@
 """The training loop of SPEC §5 on accelerate: source-only training, per-epoch evaluation on every target domain,
 resumable checkpoints, router diagnostics, model selection without peeking, and the final model folder."""
 
+import dataclasses
 import json
 import logging
 import math
@@ -65,6 +66,9 @@ def build_model_config(run: RunConfig, metadata) -> SpectralMoEConfig:
     """The model config: the preset's architecture, with bands, wavelengths and labels from the dataset's metadata
     (the depth encoder's R, G, B bands default to the bands named so)."""
     values = dict(run.model)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(SpectralMoEConfig)})
+    if unknown:
+        raise ValueError(f"Unknown model settings {unknown}; see SpectralMoEConfig's documented fields.")
     values.setdefault("num_channels", len(metadata.band_names))
     values.setdefault("band_names", list(metadata.band_names))
     if metadata.wavelengths is not None:
@@ -211,6 +215,11 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self.run.resume_from_checkpoint
+        if path == "latest" and not any((self.output_dir / "checkpoints").glob("checkpoint_*")):
+            raise FileNotFoundError(
+                f"No checkpoint under {self.output_dir / 'checkpoints'} to resume from; drop --resume_from_checkpoint "
+                "to start a new run there."
+            )
         # Checkpoints of named encoders hold only the trained weights; the frozen ones are already loaded.
         self.accelerator.load_state(None if path == "latest" else path, strict=self.random_encoders)
         # Our counters come back with `progress`; accelerate's automatic checkpoint numbering does not (load_state
@@ -310,8 +319,11 @@ class Trainer:
         else:
             results = last_results
             self._save_model(final, results)
-        label = " (oracle selection)" if self.run.oracle_split else ""
-        accelerator.print(format_table(results, f"Final model{label}: {final}"))
+        if self.run.model_selection == "last":
+            accelerator.print(f"Final model (the last checkpoint, evaluated above): {final}")
+        else:
+            label = " (oracle selection)" if self.run.oracle_split else ""
+            accelerator.print(format_table(results, f"Final model{label}: {final}"))
         if accelerator.is_main_process:
             (self.output_dir / "all_results.json").write_text(json.dumps(results, indent=2))
             if self.run.push_to_hub:
