@@ -33,7 +33,9 @@ from modeling_spectralmoe.training_utils.augmentation import (
 )
 from modeling_spectralmoe import SpectralMoEImageProcessor
 from modeling_spectralmoe.training_utils.data import ProcessorCollator, SegmentationSplit, evaluation_loader
-from modeling_spectralmoe.training_utils.evaluation import EvaluationConfig, evaluate_split
+from modeling_spectralmoe.training_utils.evaluation import (
+    EvaluationConfig, check_dataset_matches_model, evaluate_split,
+)
 from modeling_spectralmoe.training_utils.optimization import build_optimizer, no_weight_decay_names
 from modeling_spectralmoe.training_utils.plots import DOMAIN_CHART, PREDICTIONS, display_rgb
 from modeling_spectralmoe.training_utils.router_diagnostics import router_statistics
@@ -435,6 +437,26 @@ def test_run_setting_mistakes_are_named(tiny_dataset, tiny_encoders, tmp_path):
     resume = load_run_config(preset, ["--resume_from_checkpoint", "latest"])
     with pytest.raises(FileNotFoundError, match="No checkpoint under .* to resume from"):
         Trainer(resume).train()
+
+
+def test_a_new_run_does_not_silently_replace_an_earlier_runs_checkpoints(reference_run, tiny_dataset, tiny_encoders):
+    preset = write_tiny_preset(reference_run["output_dir"].parent / "again.yaml", tiny_dataset,
+                               reference_run["output_dir"], tiny_encoders)
+    with pytest.raises(FileExistsError, match="--resume_from_checkpoint latest"):
+        Trainer(load_run_config(preset)).train()
+    assert any((reference_run["output_dir"] / "checkpoints").glob("checkpoint_*"))
+
+
+def test_evaluation_refuses_a_dataset_with_other_classes(reference_run):
+    model_config = SpectralMoEForSemanticSegmentation.config_class.from_pretrained(
+        reference_run["output_dir"] / "final_model")
+    other = SpectralMetadata(name="x", band_names=TINY_BANDS, mean=[0.0] * 4, std=[1.0] * 4,
+                             id2label={0: "water", 1: "land", 2: "cloud"})
+    with pytest.raises(ValueError, match="classes .* differ from the model's"):
+        check_dataset_matches_model(model_config, other)
+    renamed = SpectralMetadata(name="x", band_names=["B1", "B2", "B3", "B4"], mean=[0.0] * 4, std=[1.0] * 4,
+                               id2label=model_config.id2label)
+    assert "cross-band" in check_dataset_matches_model(model_config, renamed)[0]
 
 
 def test_checkpoints_hold_only_the_trained_weights(reference_run):

@@ -65,6 +65,23 @@ def source_label_counts(split, num_labels: int) -> torch.Tensor:
     return counts
 
 
+def check_dataset_matches_model(model_config, metadata) -> list[str]:
+    """Refuses a dataset whose classes differ from the model's (every metric would be silently wrong); returns
+    warnings for band names that differ, which cross-band settings such as Potsdam -> Vaihingen do on purpose."""
+    model_classes = {int(k): v for k, v in model_config.id2label.items()}
+    if model_classes != metadata.id2label:
+        raise ValueError(f"The dataset's classes {metadata.id2label} differ from the model's {model_classes}.")
+    if len(metadata.band_names) != model_config.num_channels:
+        raise ValueError(
+            f"The dataset has {len(metadata.band_names)} bands {metadata.band_names}, the model expects "
+            f"{model_config.num_channels} {model_config.band_names or ''}."
+        )
+    if model_config.band_names and list(metadata.band_names) != list(model_config.band_names):
+        return [f"The dataset's bands {metadata.band_names} are not the model's {model_config.band_names}: "
+                "fine for a cross-band evaluation, wrong otherwise."]
+    return []
+
+
 def evaluate_dataset(
     model, processor, dataset, source_split: str, config: EvaluationConfig,
     process_index: int = 0, num_processes: int = 1, source_counts: torch.Tensor | None = None,

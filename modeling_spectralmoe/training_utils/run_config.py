@@ -51,6 +51,8 @@ class RunConfig:
         checkpointing_steps: `save_state` every this many optimizer steps (and at every epoch end).
         checkpoints_total_limit: keep only the newest this many checkpoints.
         resume_from_checkpoint: a checkpoint folder, or `"latest"` for the newest in `output_dir`.
+        overwrite_output_dir: start a new run in an `output_dir` that holds another run's checkpoints (deleting
+            them); without it such a start is refused, so nothing is lost by a forgotten `--resume_from_checkpoint`.
         router_diagnostics_steps: log router statistics every this many steps (0 disables).
         report_to: accelerate tracker (`"tensorboard"`) or `"none"`.
         push_to_hub: upload the final model folder to `hub_model_id`.
@@ -79,6 +81,7 @@ class RunConfig:
     checkpointing_steps: int = 500
     checkpoints_total_limit: int = 2
     resume_from_checkpoint: str | None = None
+    overwrite_output_dir: bool = False
     router_diagnostics_steps: int = 50
     report_to: str = "tensorboard"
     push_to_hub: bool = False

@@ -156,6 +156,8 @@ class Trainer:
             accelerator.register_save_state_pre_hook(_drop_frozen_weights)
         if run.resume_from_checkpoint:
             self._resume()
+        else:
+            self._claim_output_dir()
         accelerator.init_trackers("spectralmoe", config={"seed": run.seed, "lr": run.learning_rate})
         self._announce(total_steps)
         results = {}
@@ -212,6 +214,21 @@ class Trainer:
             for warning in warnings:
                 logger.warning(warning)
         self.accelerator.log(values, step=self.progress.global_step)
+
+    def _claim_output_dir(self) -> None:
+        """A new run must not rotate away another run's checkpoints unnoticed."""
+        checkpoints = self.output_dir / "checkpoints"
+        if not any(checkpoints.glob("checkpoint_*")):
+            return
+        if not self.run.overwrite_output_dir:
+            raise FileExistsError(
+                f"{checkpoints} holds checkpoints of an earlier run. Continue it with --resume_from_checkpoint latest, "
+                "choose another --output_dir, or pass --overwrite_output_dir true to delete them."
+            )
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(checkpoints)
+        self.accelerator.wait_for_everyone()
 
     def _resume(self) -> None:
         path = self.run.resume_from_checkpoint
