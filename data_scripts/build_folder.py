@@ -1,4 +1,4 @@
-"""Users' own data (any sensor) as a dataset of our schema, one domain per call, appended to one dataset.
+r"""Users' own data (any sensor) as a dataset of our schema, one domain per call, appended to one dataset.
 
     python data_scripts/build_folder.py --images DIR --labels DIR --band-names NIR R G B \
         [--wavelengths 0.83 0.665 0.56 0.49] (--label-map FILE | --class-names NAME ...) --domain NAME \

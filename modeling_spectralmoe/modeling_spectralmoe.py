@@ -1,6 +1,7 @@
 """SpectralMoE for semantic segmentation: frozen visual + depth encoders, the dual-gated MoE adapter, Mask2Former."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -261,6 +262,9 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
                 weights (an incomplete or foreign checkpoint).
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
+        folder = Path(pretrained_model_name_or_path)
+        if folder.is_dir() and not (folder / "config.json").is_file():
+            raise ValueError(f"{folder} has no config.json: it is not a saved SpectralMoE model folder.")
         try:
             model, loading_info = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs

@@ -171,6 +171,11 @@ def test_corrupted_weights_file_is_a_clear_error(tiny_encoders, tmp_path):
         SpectralMoEForSemanticSegmentation.from_pretrained(tmp_path)
 
 
+def test_folder_without_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="has no config.json"):
+        SpectralMoEForSemanticSegmentation.from_pretrained(tmp_path)
+
+
 def test_input_errors_say_what_was_expected(tiny_encoders):
     model = build_model(tiny_encoders, **FOUR_BANDS)
     with pytest.raises(ValueError, match=r"\(batch, 4, height, width\) \(NIR, R, G, B\), found \(2, 3, 64, 64\)"):

@@ -430,6 +430,16 @@ print(tuple(label_map.shape))
     assert completed.stdout.strip().endswith("(75, 100)")
 
 
+def test_overrides_accept_both_flag_forms():
+    from modeling_spectralmoe.training_utils.run_config import parse_overrides
+
+    assert parse_overrides(["--learning_rate=2e-4", "--model.num_experts", "3", "--augmentation.scale_range=[1, 2]",
+                            "--hub_model_id", "me/model"]) == {
+        "learning_rate": 2e-4, "model": {"num_experts": 3}, "augmentation": {"scale_range": [1, 2]},
+        "hub_model_id": "me/model",
+    }
+
+
 def test_run_setting_mistakes_are_named(tiny_dataset, tiny_encoders, tmp_path):
     preset = write_tiny_preset(tmp_path / "run.yaml", tiny_dataset, tmp_path / "out", tiny_encoders)
     with pytest.raises(ValueError, match=r"Unknown model settings \['num_expert'\]"):

@@ -26,7 +26,11 @@ def main(argv=None):
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate.accelerator").addFilter(_WithoutCheckpointRotationNotices())
-    Trainer(load_run_config(args.config, overrides)).train()
+    try:
+        trainer = Trainer(load_run_config(args.config, overrides))
+    except (ValueError, FileNotFoundError) as error:  # a setting or a path is wrong: say which, no traceback
+        parser.exit(2, f"error: {error}\n")
+    trainer.train()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Model card (README.md with Hub YAML front matter) for a trained SpectralMoE folder."""
 
+from pathlib import Path
+
 import yaml
 
 from .evaluation import MEAN_OVER_DOMAINS
@@ -35,8 +37,11 @@ def model_card(
         "tags": [
             "spectralmoe", "remote-sensing", "semantic-segmentation", "domain-generalization", "mixture-of-experts",
         ],
-        "datasets": [dataset],
     }
+    if Path(dataset).exists():  # a local folder's path means nothing to readers of the card: keep its name only
+        dataset = Path(dataset).name
+    else:
+        front_matter["datasets"] = [dataset]
     measured = [_index_entry(name, m, dataset, oracle) for name, m in results.items() if "mean_iou" in m]
     if measured:
         front_matter["model-index"] = [{"name": model_id, "results": measured}]

@@ -121,19 +121,34 @@ def deep_merge(base: dict, update: dict) -> dict:
 
 
 def parse_overrides(arguments: list[str]) -> dict:
-    """`--a.b value` pairs (values parsed as YAML: numbers, booleans, lists, null) -> nested dict."""
-    if len(arguments) % 2:
+    """`--a.b value` or `--a.b=value` overrides (values parsed as YAML: numbers, booleans, lists, null) -> nested
+    dict."""
+    tokens = [part for argument in arguments for part in (
+        argument.split("=", 1) if argument.startswith("--") and "=" in argument else [argument]
+    )]
+    if len(tokens) % 2:
         raise ValueError(f"Overrides come as `--key value` pairs, found an odd list: {arguments}.")
     overrides: dict = {}
-    for flag, raw_value in zip(arguments[::2], arguments[1::2]):
+    for flag, raw_value in zip(tokens[::2], tokens[1::2]):
         if not flag.startswith("--"):
             raise ValueError(f"Expected an override flag like --learning_rate, found {flag!r}.")
         *parents, leaf = flag[2:].split(".")
         node = overrides
         for parent in parents:
             node = node.setdefault(parent, {})
-        node[leaf] = yaml.safe_load(raw_value)
+        node[leaf] = _parse_value(raw_value)
     return overrides
+
+
+def _parse_value(raw: str):
+    """A command-line value as YAML, except that YAML 1.1 reads `1e-4` (no dot) as a string: numbers stay numbers."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def load_run_config(preset: str | None, overrides: list[str] = ()) -> RunConfig:
