@@ -10,8 +10,9 @@ left out.
 Continents: the release does not name them and the paper's split is unpublished. The split file (`--splits`, default
 `splits/openearthmap_continents.yaml`, format in `splits/README.md`) maps regions to continents under `domains:` and
 continents to splits (`train`, one `target_<continent>` per held-out continent). A region missing from the table
-belongs to no split and is reported; extend the table for your download. `domain` is the continent. Images are tiled
-to 512 (edge tiles padded: image 0, label 255).
+belongs to no split and is reported; extend the table for your download. `domain` is the continent. Images are kept
+whole, as for LoveDA (the release's 1024 x 1024; smaller ones padded: image 0, label 255), so training resizes whole
+images as SPEC section 5 does and evaluation slides 512 windows over them.
 """
 
 from pathlib import Path
@@ -25,7 +26,7 @@ from builder_common import (
 BAND_NAMES = ["R", "G", "B"]
 WAVELENGTHS = [0.665, 0.56, 0.49]
 CLASSES = ["bareland", "rangeland", "developed space", "road", "tree", "water", "agriculture", "building"]
-TILE_SIZE = 512
+TILE_SIZE = 1024
 
 
 def region_items(raw_dir: Path, spec: dict) -> list[Item]:

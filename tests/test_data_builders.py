@@ -312,13 +312,12 @@ def test_openearthmap(tmp_path):
 
     assert "skipping 1 images without label" in result.stderr and "left out" in result.stderr
     assert {split: len(part) for split, part in dataset.items()} == {
-        "train": 4, "target_africa": 4, "target_south_america": 4}  # 600 x 700 -> 2 x 2 padded tiles
-    accra = rows_by_id(dataset["target_africa"])
-    assert accra["accra_1_y0_x0"]["domain"] == "africa"
-    edge = accra["accra_1_y512_x512"]
-    np.testing.assert_array_equal(edge["pixel_values"][:, :88, :188], made["accra"][0][:, 512:, 512:])
-    np.testing.assert_array_equal(edge["label"][:88, :188], shifted(made["accra"][1][512:, 512:]))
-    assert (edge["label"][88:] == 255).all() and (edge["pixel_values"][:, :, 188:] == 0).all()
+        "train": 1, "target_africa": 1, "target_south_america": 1}  # each 600 x 700 image whole, padded to 1024
+    whole = rows_by_id(dataset["target_africa"])["accra_1"]  # a whole image keeps its name
+    assert whole["domain"] == "africa" and whole["pixel_values"].shape == (3, 1024, 1024)
+    np.testing.assert_array_equal(whole["pixel_values"][:, :600, :700], made["accra"][0])
+    np.testing.assert_array_equal(whole["label"][:600, :700], shifted(made["accra"][1]))
+    assert (whole["label"][600:] == 255).all() and (whole["pixel_values"][:, :, 700:] == 0).all()
     assert metadata.num_labels == 8 and metadata.target_splits == ["target_africa", "target_south_america"]
     mean, std = numpy_statistics([made["aachen"][0]])  # padding is left out of the statistics
     np.testing.assert_allclose(metadata.mean, mean, rtol=1e-10)
