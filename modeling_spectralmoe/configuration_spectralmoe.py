@@ -55,8 +55,8 @@ class SpectralMoEConfig(PreTrainedConfig):
             the depth tokens. `None` when no depth encoder is used (`fusion="none"`, or `adapter_type="rein"`).
         depth_backbone_config (`PreTrainedConfig` or `dict`, *optional*):
             Architecture of the depth encoder (`Dinov2Config`). Resolved from `depth_backbone` when not given.
-        num_channels (`int`, *optional*, defaults to 3):
-            Number of input bands.
+        num_channels (`int`, *optional*):
+            Number of input bands. Defaults to the length of `band_names` or `wavelengths` when given, else 3.
         band_names (`list[str]`, *optional*):
             Name of each input band (e.g. `["NIR", "R", "G", "B"]`); one per band.
         wavelengths (`list[float]`, *optional*):
@@ -147,7 +147,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     backbone_config: Any = None
     depth_backbone: str | None = "depth-anything/prompt-depth-anything-vitl-hf"
     depth_backbone_config: Any = None
-    num_channels: int = 3
+    num_channels: int | None = None
     band_names: list[str] | None = None
     wavelengths: list[float] | None = None
     depth_rgb_bands: list[int] | tuple[int, ...] = (0, 1, 2)
@@ -187,6 +187,8 @@ class SpectralMoEConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.depth_rgb_bands = list(self.depth_rgb_bands)
+        if self.num_channels is None:
+            self.num_channels = len(self.band_names or self.wavelengths or "RGB")
         if self.id2label is not None and self.label2id is None:
             self.label2id = {name: index for index, name in self.id2label.items()}
         if not self.uses_depth:

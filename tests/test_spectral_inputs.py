@@ -60,6 +60,12 @@ def test_dofa_needs_one_wavelength_per_band(tiny_dofa, tiny_encoders):
                     depth_rgb_bands=[1, 2, 3])
 
 
+def test_band_count_follows_the_band_metadata(tiny_encoders):
+    config = tiny_config(*tiny_encoders, num_channels=None, band_names=["NIR", "R", "G", "B"], depth_rgb_bands=[1, 2, 3])
+    assert config.num_channels == 4
+    assert tiny_config(*tiny_encoders, num_channels=None).num_channels == 3
+
+
 def test_wavelengths_in_nanometres_are_refused(tiny_dofa, tiny_encoders):
     with pytest.raises(ValueError, match="micrometres .* divided by 1000"):
         tiny_config(tiny_dofa, tiny_encoders[1], num_channels=4, wavelengths=[830, 665, 560, 490],

@@ -4,6 +4,7 @@ augmentations. Every training run uses a width-32, 4-layer model on 32-64 px ima
 
 import importlib.util
 import json
+import shutil
 import math
 import os
 import subprocess
@@ -444,6 +445,8 @@ def test_run_setting_mistakes_are_named(tiny_dataset, tiny_encoders, tmp_path):
     preset = write_tiny_preset(tmp_path / "run.yaml", tiny_dataset, tmp_path / "out", tiny_encoders)
     with pytest.raises(ValueError, match=r"Unknown model settings \['num_expert'\]"):
         build_model_config(load_run_config(preset, ["--model.num_expert", "5"]), benchmark_metadata("fbp_cross_sensor"))
+    with pytest.raises(ValueError, match="`epochs` must be of type int, found 'two'"):
+        load_run_config(preset, ["--epochs", "two"])
     resume = load_run_config(preset, ["--resume_from_checkpoint", "latest"])
     with pytest.raises(FileNotFoundError, match="No checkpoint under .* to resume from"):
         Trainer(resume).train()
@@ -474,6 +477,19 @@ def test_checkpoints_hold_only_the_trained_weights(reference_run):
     assert checkpoints
     names = load_file(checkpoints[-1] / "model.safetensors").keys()
     assert names and all(name.startswith(("adapter.", "decode_head.")) for name in names)
+
+
+def test_resume_skips_a_checkpoint_cut_short(reference_run, tiny_dataset, tiny_encoders, tmp_path):
+    """A kill during a save leaves a broken newest checkpoint: resuming falls back to the one before it."""
+    output = tmp_path / "out"
+    shutil.copytree(reference_run["output_dir"] / "checkpoints", output / "checkpoints")
+    newest, *older = sorted((output / "checkpoints").glob("checkpoint_*"), key=lambda p: -int(p.name.split("_")[1]))
+    assert older, "the reference run keeps several checkpoints"
+    (newest / "optimizer.bin").unlink()
+    preset = write_tiny_preset(tmp_path / "run.yaml", tiny_dataset, output, tiny_encoders)
+    trainer = Trainer(load_run_config(preset, ["--resume_from_checkpoint", "latest"]))
+    trainer.train()
+    assert trainer.progress.global_step == 6
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset, tiny_encoders, reference_run):

@@ -89,6 +89,11 @@ class RunConfig:
     num_workers: int = 0
 
     def __post_init__(self):
+        for item in dataclasses.fields(self):  # e.g. `--epochs two` fails here, naming the setting
+            default, value = item.default, getattr(self, item.name)
+            expected = (int, float) if type(default) is float else type(default)
+            if type(default) in (int, float, bool, str) and not isinstance(value, expected):
+                raise ValueError(f"`{item.name}` must be of type {type(default).__name__}, found {value!r}.")
         if self.model_selection not in ("last", "source_validation") and not self.model_selection.startswith("oracle:"):
             raise ValueError(
                 f"`model_selection` must be 'last', 'source_validation' or 'oracle:<split>', found "

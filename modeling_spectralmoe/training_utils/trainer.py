@@ -232,20 +232,39 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self.run.resume_from_checkpoint
-        if path == "latest" and not any((self.output_dir / "checkpoints").glob("checkpoint_*")):
+        candidates = self._checkpoints_newest_first() if path == "latest" else [Path(path)]
+        if not candidates:
             raise FileNotFoundError(
                 f"No checkpoint under {self.output_dir / 'checkpoints'} to resume from; drop --resume_from_checkpoint "
                 "to start a new run there."
             )
-        # Checkpoints of named encoders hold only the trained weights; the frozen ones are already loaded.
-        self.accelerator.load_state(None if path == "latest" else path, strict=self.random_encoders)
+        self._load_first_readable(candidates)
         # Our counters come back with `progress`; accelerate's automatic checkpoint numbering does not (load_state
         # leaves it at 0, and the next save_state would fail on the existing `checkpoint_0`): continue after the
         # newest checkpoint folder.
-        existing = [int(match.group(1)) for folder in (self.output_dir / "checkpoints").glob("checkpoint_*")
-                    if (match := re.fullmatch(r"checkpoint_(\d+)", folder.name))]
-        self.accelerator.project_configuration.iteration = max(existing, default=-1) + 1
+        newest = self._checkpoints_newest_first()
+        self.accelerator.project_configuration.iteration = int(newest[0].name.split("_")[1]) + 1 if newest else 0
         self.accelerator.print(f"Resumed at step {self.progress.global_step}, epoch {self.progress.epoch}.")
+
+    def _checkpoints_newest_first(self) -> list[Path]:
+        folders = [folder for folder in (self.output_dir / "checkpoints").glob("checkpoint_*")
+                   if re.fullmatch(r"checkpoint_\d+", folder.name)]
+        return sorted(folders, key=lambda folder: int(folder.name.split("_")[1]), reverse=True)
+
+    def _load_first_readable(self, candidates: list[Path]) -> None:
+        """Loads the newest checkpoint that reads back whole: one cut short by a kill during its save is skipped
+        with a warning (every state part is loaded again from the next candidate)."""
+        failures = []
+        for folder in candidates:
+            try:
+                # Checkpoints of named encoders hold only the trained weights; the frozen ones are already loaded.
+                self.accelerator.load_state(str(folder), strict=self.random_encoders)
+                break
+            except Exception as error:  # noqa: BLE001 - any unreadable part disqualifies the checkpoint
+                failures.append(f"{folder}: {type(error).__name__}: {error}")
+                logger.warning("Checkpoint %s cannot be read back (%s); trying an older one.", folder, error)
+        else:
+            raise RuntimeError("No checkpoint could be resumed from:\n" + "\n".join(failures))
 
     def _announce(self, total_steps: int) -> None:
         model = self.accelerator.unwrap_model(self.model)
