@@ -61,7 +61,8 @@ def test_dofa_needs_one_wavelength_per_band(tiny_dofa, tiny_encoders):
 
 
 def test_band_count_follows_the_band_metadata(tiny_encoders):
-    config = tiny_config(*tiny_encoders, num_channels=None, band_names=["NIR", "R", "G", "B"], depth_rgb_bands=[1, 2, 3])
+    config = tiny_config(*tiny_encoders, num_channels=None, band_names=["NIR", "R", "G", "B"],
+                         depth_rgb_bands=[1, 2, 3])
     assert config.num_channels == 4
     assert tiny_config(*tiny_encoders, num_channels=None).num_channels == 3
 
