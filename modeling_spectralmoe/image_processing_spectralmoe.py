@@ -214,7 +214,8 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         if bands.shape[0] != self.num_channels:
             raise ValueError(
                 f"Image {index} has {bands.shape[0]} bands but the processor expects {self.num_channels} "
-                "(one per `image_mean` / `image_std` entry)."
+                "(one per `image_mean` / `image_std` entry); if its bands lie on the other axis, pass "
+                "`input_data_format`."
             )
         return bands
 
