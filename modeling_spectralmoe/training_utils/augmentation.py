@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-IGNORE_INDEX = 255
+from ..dataset_schema import IGNORE_INDEX
 
 
 @dataclass

@@ -5,9 +5,9 @@ import math
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..dataset_schema import with_native_numpy_format
+from ..dataset_schema import IGNORE_INDEX, with_native_numpy_format
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
-from .augmentation import IGNORE_INDEX, AugmentationConfig, augment
+from .augmentation import AugmentationConfig, augment
 
 
 class SegmentationSplit(Dataset):

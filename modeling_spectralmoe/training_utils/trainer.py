@@ -1,13 +1,13 @@
 """The training loop of SPEC §5 on accelerate: source-only training, per-epoch evaluation on every target domain,
 resumable checkpoints, router diagnostics, model selection without peeking, and the final model folder."""
 
-import dataclasses
 import json
 import logging
 import math
 import re
 import shutil
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -66,7 +66,7 @@ def build_model_config(run: RunConfig, metadata) -> SpectralMoEConfig:
     """The model config: the preset's architecture, with bands, wavelengths and labels from the dataset's metadata
     (the depth encoder's R, G, B bands default to the bands named so)."""
     values = dict(run.model)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(SpectralMoEConfig)})
+    unknown = sorted(set(values) - {f.name for f in fields(SpectralMoEConfig)})
     if unknown:
         raise ValueError(f"Unknown model settings {unknown}; see SpectralMoEConfig's documented fields.")
     values.setdefault("num_channels", len(metadata.band_names))
@@ -116,7 +116,7 @@ class Trainer:
         self.model_config = build_model_config(run, self.metadata)
         self.processor = build_processor(run, self.metadata)
         self.model = SpectralMoEForSemanticSegmentation(self.model_config)
-        self.random_encoders = self.model_config.backbone is None
+        self.random_encoders = not self.model.has_named_encoders()
         if not self.random_encoders:
             self.model.load_pretrained_encoders()
         self.target_splits = [s for s in self.dataset if s not in (self.metadata.source_split, VALIDATION)]
@@ -281,14 +281,16 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Metrics of every evaluated split, summed over processes, with the majority-class baseline."""
-        if not hasattr(self, "_source_counts"):
-            split = self.dataset[self.metadata.source_split]
-            self._source_counts = source_label_counts(split, self.model_config.num_labels)
         return evaluate_dataset(
             self.accelerator.unwrap_model(self.model), self.processor, self.dataset, self.metadata.source_split,
             EvaluationConfig(**self.run.evaluation), self.accelerator.process_index, self.accelerator.num_processes,
-            self._source_counts,
+            self.source_counts,
         )
+
+    @cached_property
+    def source_counts(self):
+        """Pixels per class in the source split (for the majority-class baseline), counted at the first evaluation."""
+        return source_label_counts(self.dataset[self.metadata.source_split], self.model_config.num_labels)
 
     def _evaluate_and_select(self) -> dict:
         results = self.evaluate()
