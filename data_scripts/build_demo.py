@@ -10,10 +10,11 @@ import argparse
 from pathlib import Path
 
 import datasets
-import numpy as np
 
 from demo_scenes import BAND_NAMES, CLASS_NAMES, WAVELENGTHS_UM, demo_domains, scenes
-from modeling_spectralmoe.dataset_schema import SpectralMetadata, segmentation_features
+from modeling_spectralmoe.dataset_schema import (
+    BandStatistics, SpectralMetadata, segmentation_features, with_native_numpy_format,
+)
 
 
 SPLITS = {  # split -> (domain, number of scenes, seed)
@@ -34,8 +35,10 @@ def build_split(domain, count: int, size: int, seed: int) -> datasets.Dataset:
 
 
 def band_statistics(split: datasets.Dataset) -> tuple[list[float], list[float]]:
-    pixels = np.stack([example["pixel_values"] for example in split.with_format("numpy")]).astype(np.float64)
-    return pixels.mean(axis=(0, 2, 3)).tolist(), pixels.std(axis=(0, 2, 3)).tolist()
+    statistics = BandStatistics(len(BAND_NAMES))
+    for example in with_native_numpy_format(split):
+        statistics.update(example["pixel_values"])
+    return list(statistics.mean), list(statistics.std)
 
 
 def main(argv=None):
