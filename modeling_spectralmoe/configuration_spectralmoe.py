@@ -212,7 +212,8 @@ class SpectralMoEConfig(PreTrainedConfig):
 
     @property
     def uses_dofa(self) -> bool:
-        return isinstance(self.backbone_config, DOFAConfig)
+        # By model type: under remote code the config and model files may import two copies of `DOFAConfig`.
+        return getattr(self.backbone_config, "model_type", None) == DOFAConfig.model_type
 
     def validate(self) -> None:
         """Checks every choice field and the band metadata; errors say what was expected and what was found."""

@@ -32,46 +32,43 @@ def resample_patch_kernel(kernel: torch.Tensor, patch_size: int) -> torch.Tensor
 
 
 class FrozenVisualEncoder(nn.Module):
-    """A frozen DINOv3 or DOFA ViT run one layer at a time.
+    """A frozen visual foundation model run one layer at a time; one subclass per encoder family.
 
     `embed` gives the token sequence (prefix tokens first) and the extra arguments every layer needs (DINOv3's RoPE
-    angles); `run_layer` applies one block.
+    angles); `run_layer` applies one block. Subclasses set `model`, `layers`, `num_prefix_tokens` and `patch_size`.
     """
 
     def __init__(self, config: SpectralMoEConfig):
         super().__init__()
         self.config = config
-        encoder_config = copy.deepcopy(config.backbone_config)
-        if isinstance(encoder_config, DOFAConfig):
-            self.model = DOFAModel(encoder_config)
-            self.num_prefix_tokens = self.model.num_prefix_tokens
-        else:
-            encoder_config.num_channels = config.num_channels
-            self.model = DINOv3ViTModel(encoder_config)
-            self.num_prefix_tokens = 1 + encoder_config.num_register_tokens
-        self.patch_size = encoder_config.patch_size
-        self.wavelengths = config.wavelengths
-
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The encoder's blocks (a property, so they are registered once, under `model`)."""
-        return self.model.layers if isinstance(self.model, DOFAModel) else self.model.model.layer
-
-    def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Tokens (B, P + N, D) after the patch embedding, and the keyword arguments of every layer."""
-        if isinstance(self.model, DOFAModel):
-            return self.model.embeddings(pixel_values, self.wavelengths), {}
-        tokens = self.model.embeddings(pixel_values)
-        return tokens, {"position_embeddings": self.model.rope_embeddings(pixel_values)}
 
     def run_layer(self, index: int, hidden_states: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         return self.layers[index](hidden_states, **layer_kwargs)
 
+
+class DINOv3VisualEncoder(FrozenVisualEncoder):
+    """transformers' DINOv3: cls + register tokens, RoPE angles computed once per input and passed to every layer."""
+
+    def __init__(self, config: SpectralMoEConfig):
+        super().__init__(config)
+        encoder_config = copy.deepcopy(config.backbone_config)
+        encoder_config.num_channels = config.num_channels
+        self.model = DINOv3ViTModel(encoder_config)
+        self.num_prefix_tokens = 1 + encoder_config.num_register_tokens
+        self.patch_size = encoder_config.patch_size
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The encoder's blocks (a property, so they are registered once, under `model`)."""
+        return self.model.model.layer
+
+    def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Tokens (B, P + N, D) after the patch embedding, and the keyword arguments of every layer."""
+        tokens = self.model.embeddings(pixel_values)
+        return tokens, {"position_embeddings": self.model.rope_embeddings(pixel_values)}
+
     def load_pretrained(self, name_or_path: str) -> None:
-        """Loads the encoder's released weights, widening the RGB patch kernel of DINOv3 to the input's bands."""
-        if isinstance(self.model, DOFAModel):
-            load_dofa_weights(self.model, name_or_path)
-            return
+        """Loads the released weights, widening the RGB patch kernel to the input's bands."""
         state_dict = DINOv3ViTModel.from_pretrained(name_or_path).state_dict()
         key = "embeddings.patch_embeddings.weight"
         if state_dict[key].shape[1] != self.config.num_channels:
@@ -79,6 +76,43 @@ class FrozenVisualEncoder(nn.Module):
                 state_dict[key], self.config.num_channels, self.config.patch_embed_expansion
             )
         self.model.load_state_dict(state_dict)
+
+
+class DOFAVisualEncoder(FrozenVisualEncoder):
+    """DOFA: the patch kernel is generated from the bands' wavelengths; cls token only."""
+
+    def __init__(self, config: SpectralMoEConfig):
+        super().__init__(config)
+        self.model = DOFAModel(copy.deepcopy(config.backbone_config))
+        self.num_prefix_tokens = self.model.num_prefix_tokens
+        self.patch_size = config.backbone_config.patch_size
+        self.wavelengths = config.wavelengths
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.layers
+
+    def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return self.model.embeddings(pixel_values, self.wavelengths), {}
+
+    def load_pretrained(self, name_or_path: str) -> None:
+        load_dofa_weights(self.model, name_or_path)
+
+
+# Chosen by `model_type`, not by config class: a model loaded as remote code imports the config and the model from
+# two module copies, so the config's class is not the class this file imports.
+VISUAL_ENCODER_FAMILIES = {"dinov3_vit": DINOv3VisualEncoder, DOFAConfig.model_type: DOFAVisualEncoder}
+
+
+def build_visual_encoder(config: SpectralMoEConfig) -> FrozenVisualEncoder:
+    """The wrapper of `config.backbone_config`'s encoder family."""
+    model_type = config.backbone_config.model_type
+    if model_type not in VISUAL_ENCODER_FAMILIES:
+        raise ValueError(
+            f"Visual encoders of type {model_type!r} are not supported; expected one of "
+            f"{sorted(VISUAL_ENCODER_FAMILIES)}."
+        )
+    return VISUAL_ENCODER_FAMILIES[model_type](config)
 
 
 class FrozenDepthEncoder(nn.Module):

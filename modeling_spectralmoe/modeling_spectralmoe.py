@@ -13,7 +13,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_spectralmoe import SpectralMoEConfig
 from .frozen_baseline_adapter import FrozenBaselineAdapter
-from .frozen_encoders import FrozenDepthEncoder, FrozenVisualEncoder
+from .frozen_encoders import FrozenDepthEncoder, build_visual_encoder
 from .mask2former_head import SpectralMoEMask2FormerHead
 from .rein_adapter import ReinAdapter
 from .spectralmoe_adapter import SpectralMoEAdapter
@@ -88,7 +88,7 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
 
     def __init__(self, config: SpectralMoEConfig):
         super().__init__(config)
-        self.visual_encoder = FrozenVisualEncoder(config)
+        self.visual_encoder = build_visual_encoder(config)
         self.depth_encoder = (
             FrozenDepthEncoder(config, self.visual_encoder.patch_size) if config.uses_depth else None
         )

@@ -57,6 +57,17 @@ def save_tiny_depth_model(path: Path, seed: int = 1) -> str:
     return str(path)
 
 
+def save_tiny_dofa(path: Path, seed: int = 2) -> str:
+    """A 4-layer DOFA (patch 16, cls token, width 32) with random weights, saved with `save_pretrained`."""
+    from modeling_spectralmoe import DOFAConfig, DOFAModel
+
+    torch.manual_seed(seed)
+    config = DOFAConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, patch_size=16,
+                        image_size=64, wavelength_embed_dim=32, num_weight_tokens=16, weight_generator_ffn_dim=64)
+    DOFAModel(config).save_pretrained(path)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoders(tmp_path_factory) -> tuple[str, str]:
     """Paths of a tiny DINOv3 and a tiny depth model, named like Hub checkpoints are."""
