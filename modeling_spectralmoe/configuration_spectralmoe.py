@@ -13,6 +13,7 @@ GATINGS = ("laplace", "softmax", "gaussian")
 PERCEPTUAL_MAPS = ("dot_product", "official_sum_product")
 FUSIONS = ("cross_attention", "official_diagonal", "add", "none")
 GRID_ALIGNMENTS = ("resample_patch_embed", "resize_input")
+POSITION_INTERPOLATIONS = ("dinov2", "transformers")
 PATCH_EMBED_EXPANSIONS = ("cyclic", "mean")
 
 
@@ -70,6 +71,10 @@ class SpectralMoEConfig(PreTrainedConfig):
             How the depth encoder's patch-14 grid is paired with the visual patch-16 grid:
             `"resample_patch_embed"` resizes its patch kernel to the visual patch size at load time (authors' code);
             `"resize_input"` resizes its RGB input to (H/16*14, W/16*14).
+        depth_position_interpolation (`str`, *optional*, defaults to `"dinov2"`):
+            How the depth encoder's position table meets another patch grid: `"dinov2"` (DINOv2's and the authors'
+            code: bicubic with scale factor (grid + 0.1) / table side, no antialias) or `"transformers"` (bicubic
+            resize straight to the grid, as `Dinov2Embeddings` does).
         adapter_type (`str`, *optional*, defaults to `"spectralmoe"`):
             The plug-in after every frozen layer: `"spectralmoe"` (the dual-gated MoE), or the paper's baselines
             `"rein"` (one low-rank token bank per layer, no depth), `"depthforge"` (Rein whose token scores also
@@ -153,6 +158,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     depth_rgb_bands: list[int] | tuple[int, ...] = (0, 1, 2)
     patch_embed_expansion: str = "cyclic"
     depth_grid_alignment: str = "resample_patch_embed"
+    depth_position_interpolation: str = "dinov2"
     out_indices: list[int] | None = None
     adapter_type: str = "spectralmoe"
     num_experts: int = 6
@@ -223,6 +229,7 @@ class SpectralMoEConfig(PreTrainedConfig):
             ("perceptual_map", PERCEPTUAL_MAPS),
             ("fusion", FUSIONS),
             ("depth_grid_alignment", GRID_ALIGNMENTS),
+            ("depth_position_interpolation", POSITION_INTERPOLATIONS),
             ("patch_embed_expansion", PATCH_EMBED_EXPANSIONS),
         ):
             if getattr(self, name) not in allowed:

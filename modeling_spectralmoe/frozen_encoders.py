@@ -1,11 +1,14 @@
 """The frozen foundation models of SpectralMoE, exposed layer by layer so the adapter can run after each layer."""
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 from transformers import AutoModelForDepthEstimation, DINOv3ViTModel, Dinov2Model
+from transformers.models.dinov3_vit.modeling_dinov3_vit import get_patches_center_coordinates
 
 from .configuration_dofa import DOFAConfig
 from .configuration_spectralmoe import SpectralMoEConfig
@@ -45,9 +48,23 @@ class FrozenVisualEncoder(nn.Module):
     def run_layer(self, index: int, hidden_states: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         return self.layers[index](hidden_states, **layer_kwargs)
 
+    def reset_buffers(self) -> None:
+        """Initialises buffers of the wrapper that a saved folder may lack (no-op unless a family has some)."""
+
+
+def rope_periods(config) -> torch.Tensor:
+    """DINOv3's RoPE periods `theta ** (4 i / head_dim)`, i < head_dim / 4, as Meta's code computes them."""
+    head_dim = config.hidden_size // config.num_attention_heads
+    return config.rope_theta ** (torch.arange(head_dim // 4, dtype=torch.float32) * 4 / head_dim)
+
 
 class DINOv3VisualEncoder(FrozenVisualEncoder):
-    """transformers' DINOv3: cls + register tokens, RoPE angles computed once per input and passed to every layer."""
+    """transformers' DINOv3: cls + register tokens, RoPE angles computed once per input and passed to every layer.
+
+    The RoPE periods are a persistent buffer of this wrapper (`rope_periods`), not transformers' recomputed `inv_freq`:
+    Meta's checkpoints store them in bfloat16 and models built from those files (the authors' release) use the
+    rounded values, so a converted folder saves and reloads exactly the periods its file holds.
+    """
 
     def __init__(self, config: SpectralMoEConfig):
         super().__init__(config)
@@ -56,6 +73,7 @@ class DINOv3VisualEncoder(FrozenVisualEncoder):
         self.model = DINOv3ViTModel(encoder_config)
         self.num_prefix_tokens = 1 + encoder_config.num_register_tokens
         self.patch_size = encoder_config.patch_size
+        self.register_buffer("rope_periods", rope_periods(encoder_config), persistent=True)
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -65,7 +83,18 @@ class DINOv3VisualEncoder(FrozenVisualEncoder):
     def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Tokens (B, P + N, D) after the patch embedding, and the keyword arguments of every layer."""
         tokens = self.model.embeddings(pixel_values)
-        return tokens, {"position_embeddings": self.model.rope_embeddings(pixel_values)}
+        return tokens, {"position_embeddings": self.rope_position_embeddings(pixel_values)}
+
+    def rope_position_embeddings(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each (h * w, head_dim), of the angles `2 pi coord / period` at the patch centres (coordinates
+        in [-1, 1] per axis); the frozen encoder runs in eval mode, so coordinates are never jittered."""
+        grid = [size // self.patch_size for size in pixel_values.shape[-2:]]
+        coords = get_patches_center_coordinates(*grid, dtype=torch.float32, device=self.rope_periods.device)
+        angles = (2 * math.pi * coords[:, :, None] / self.rope_periods[None, None, :]).flatten(1, 2).tile(2)
+        return angles.cos().to(pixel_values.dtype), angles.sin().to(pixel_values.dtype)
+
+    def reset_buffers(self) -> None:
+        init.copy_(self.rope_periods, rope_periods(self.model.config))
 
     def load_pretrained(self, name_or_path: str) -> None:
         """Loads the released weights, widening the RGB patch kernel to the input's bands."""
@@ -76,6 +105,7 @@ class DINOv3VisualEncoder(FrozenVisualEncoder):
                 state_dict[key], self.config.num_channels, self.config.patch_embed_expansion
             )
         self.model.load_state_dict(state_dict)
+        self.rope_periods.copy_(rope_periods(self.model.config))
 
 
 class DOFAVisualEncoder(FrozenVisualEncoder):
@@ -115,11 +145,37 @@ def build_visual_encoder(config: SpectralMoEConfig) -> FrozenVisualEncoder:
     return VISUAL_ENCODER_FAMILIES[model_type](config)
 
 
+# DINOv2 interpolates its position table with `scale_factor = (grid + offset) / sqrt(N)` (the offset avoids floating
+# point errors in the output size); this also moves the sampling positions, so it differs from resizing to `grid`.
+DINOV2_INTERPOLATE_OFFSET = 0.1
+
+
+def interpolate_dinov2_positions(table: torch.Tensor, grid: tuple[int, int], method: str) -> torch.Tensor:
+    """A (1, 1 + M*M, D) position table (cls first) at a (h, w) patch grid.
+
+    `method="dinov2"` is DINOv2's own (and the authors'): bicubic with `scale_factor = (grid + 0.1) / M`, no antialias,
+    in float32. `"transformers"` is `Dinov2Embeddings`': bicubic to `size=grid`. Both return the table itself when
+    `grid == (M, M)`.
+    """
+    side = round((table.shape[1] - 1) ** 0.5)
+    if tuple(grid) == (side, side):
+        return table
+    patches = table[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    if method == "dinov2":
+        scale = tuple((size + DINOV2_INTERPOLATE_OFFSET) / side for size in grid)
+        patches = F.interpolate(patches, scale_factor=scale, mode="bicubic", antialias=False)
+    else:
+        patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
+    patches = patches.to(table.dtype).permute(0, 2, 3, 1).reshape(1, -1, table.shape[-1])
+    return torch.cat([table[:, :1], patches], dim=1)
+
+
 class FrozenDepthEncoder(nn.Module):
     """The DINOv2 encoder of a (Prompt) Depth Anything checkpoint, run once per image without gradient.
 
     With `depth_grid_alignment="resample_patch_embed"` its patch kernel is resized to the visual patch size, so it sees
-    the same grid as the visual encoder; its position embedding is interpolated to that grid on the fly.
+    the same grid as the visual encoder; its position table is interpolated to that grid on the fly
+    (`depth_position_interpolation`).
     """
 
     num_prefix_tokens = 1
@@ -129,6 +185,7 @@ class FrozenDepthEncoder(nn.Module):
         self.model = Dinov2Model(config.depth_backbone_config)
         self.visual_patch_size = visual_patch_size
         self.alignment = config.depth_grid_alignment
+        self.position_interpolation = config.depth_position_interpolation
         patch_embeddings = self.model.embeddings.patch_embeddings
         self.native_patch_size = patch_embeddings.patch_size[0]
         if self.alignment == "resample_patch_embed" and self.native_patch_size != visual_patch_size:
@@ -144,12 +201,20 @@ class FrozenDepthEncoder(nn.Module):
         if self.alignment == "resize_input":
             height, width = (size // self.visual_patch_size * self.native_patch_size for size in rgb.shape[-2:])
             rgb = F.interpolate(rgb, size=(height, width), mode="bilinear", align_corners=False)
-        hidden_states = self.model.embeddings(rgb)
+        hidden_states = self.embed(rgb)
         outputs = []
         for layer in self.model.encoder.layer:
             hidden_states = layer(hidden_states)
             outputs.append(hidden_states)
         return outputs
+
+    def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        """cls + patch tokens (B, 1 + N, D) with the position table interpolated to the input's grid."""
+        embeddings = self.model.embeddings
+        patches = embeddings.patch_embeddings(rgb.to(embeddings.patch_embeddings.projection.weight.dtype))
+        tokens = torch.cat([embeddings.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
+        grid = [size // embeddings.patch_embeddings.patch_size[0] for size in rgb.shape[-2:]]
+        return tokens + interpolate_dinov2_positions(embeddings.position_embeddings, grid, self.position_interpolation)
 
     def load_pretrained(self, name_or_path: str) -> None:
         """Loads the DINOv2 backbone of a depth-estimation checkpoint; the depth head is discarded."""

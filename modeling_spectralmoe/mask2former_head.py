@@ -1,7 +1,7 @@
 """Mask2Former decode head of SpectralMoE, built from transformers' Mask2Former pixel decoder, masked-attention
 decoder, Hungarian matcher and loss, with the query position embedding supplied by the caller (the adapter).
 
-With weights converted by `convert_mmdet_head`, it reproduces the authors' mmdet/mmseg head
+With weights converted by `conversion/mmdet_mask2former.py`, it reproduces the authors' mmdet/mmseg head
 (golden/mask2former_head_reference) without any switch: the two implementations share the sine encodings, level
 embeddings, post-norm layer order, the 0.5 attention-mask threshold taken after resizing, the "fully masked query
 attends everywhere" rule and mmseg's upsample-then-sigmoid semantic scores.

@@ -13,7 +13,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_spectralmoe import SpectralMoEConfig
 from .frozen_baseline_adapter import FrozenBaselineAdapter
-from .frozen_encoders import FrozenDepthEncoder, build_visual_encoder
+from .frozen_encoders import FrozenDepthEncoder, FrozenVisualEncoder, build_visual_encoder
 from .mask2former_head import SpectralMoEMask2FormerHead
 from .rein_adapter import ReinAdapter
 from .spectralmoe_adapter import SpectralMoEAdapter
@@ -69,9 +69,11 @@ class SpectralMoEPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         """Only our own composite modules carry an init scheme (SPEC §2, Mask2Former's); the encoders are
-        `PreTrainedModel`s and initialise themselves."""
+        `PreTrainedModel`s and initialise themselves, their wrappers only the buffers they add."""
         if isinstance(module, (*set(ADAPTERS.values()), SpectralMoEMask2FormerHead)):
             module.reset_parameters()
+        elif isinstance(module, FrozenVisualEncoder):
+            module.reset_buffers()
 
 
 class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modeling_spectralmoe.configuration_spectralmoe import SpectralMoEConfig
-from modeling_spectralmoe.convert_mmdet_head import convert_mmdet_mask2former_head
+from modeling_spectralmoe.conversion.mmdet_mask2former import convert_mmdet_mask2former_head
 from modeling_spectralmoe.mask2former_head import SpectralMoEMask2FormerHead, semantic_to_instance_targets
 
 from .conftest import golden_tensors

@@ -72,7 +72,7 @@ def test_frozen_encoders_stay_in_eval_mode(tiny_encoders):
 def test_depth_encoder_runs_exactly_once_per_forward(tiny_encoders):
     model = build_model(tiny_encoders)
     calls = []
-    model.depth_encoder.model.embeddings.register_forward_hook(lambda *args: calls.append(1))
+    model.depth_encoder.model.embeddings.patch_embeddings.register_forward_hook(lambda *args: calls.append(1))
     model(*batch())
     assert len(calls) == 1
 
