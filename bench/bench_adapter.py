@@ -48,12 +48,12 @@ def adapter_step(width: int, grid: int, batch: int, **form):
     with torch.no_grad():
         for parameter in (adapter.experts_b, adapter.gate_prototypes, adapter.noise_weights):
             parameter.normal_(std=0.02)
-    visual = torch.randn(batch, 5 + grid * grid, width, requires_grad=True)
-    depth = torch.randn(batch, 1 + grid * grid, width)
+    visual = torch.randn(batch, grid * grid, width, requires_grad=True)  # patch tokens: the host keeps its prefix
+    depth = torch.randn(batch, grid * grid, width)
 
     def step():
-        output, aux_loss = adapter(visual, depth, 0, 5)
-        (output.sum() + aux_loss).backward()
+        output = adapter(visual, 0, depth, grid_size=(grid, grid))
+        (output.hidden_states.sum() + output.aux_loss).backward()
 
     return step
 

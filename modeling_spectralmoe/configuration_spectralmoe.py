@@ -15,11 +15,12 @@ FUSIONS = ("cross_attention", "official_diagonal", "add", "none")
 GRID_ALIGNMENTS = ("resample_patch_embed", "resize_input")
 POSITION_INTERPOLATIONS = ("dinov2", "transformers")
 PATCH_EMBED_EXPANSIONS = ("cyclic", "mean")
+DEFAULT_NUM_QUERIES = 100  # Mask2Former's query count, and hence the expert tokens per expert
 
 
 def default_out_indices(num_layers: int) -> list[int]:
     """Ends of the first third, half, two thirds and the last layer: 7, 11, 15, 23 for 24 layers and 3, 5, 7, 11 for
-    12 (SPEC §1 step 4). Shallow test encoders may repeat a layer."""
+    12 (the authors' configs). Shallow test encoders may repeat a layer."""
     ends = (num_layers // 3 - 1, num_layers // 2 - 1, 2 * num_layers // 3 - 1, num_layers - 1)
     return [max(0, index) for index in ends]
 
@@ -89,8 +90,9 @@ class SpectralMoEConfig(PreTrainedConfig):
             Experts kept per token (k).
         expert_rank (`int`, *optional*, defaults to 16):
             Rank r of each expert's token factorisation `A @ B`.
-        num_expert_tokens (`int`, *optional*, defaults to 100):
-            Tokens per expert (m); must equal `num_queries`, since the tokens also give the queries' positions.
+        num_expert_tokens (`int`, *optional*):
+            Tokens per expert (m); equals `num_queries`, since the tokens also give the queries' positions. Either
+            follows the other when only one is set; 100 when neither is.
         gating (`str`, *optional*, defaults to `"laplace"`):
             Router logits: `"laplace"` (-L2 distance to prototypes, paper), `"softmax"` (dot product) or
             `"gaussian"` (-squared L2 distance).
@@ -111,8 +113,8 @@ class SpectralMoEConfig(PreTrainedConfig):
             Recompute the frozen visual layers in the backward pass instead of storing their activations.
         decoder_hidden_dim (`int`, *optional*, defaults to 256):
             Feature and mask dimension of the Mask2Former head.
-        num_queries (`int`, *optional*, defaults to 100):
-            Mask queries.
+        num_queries (`int`, *optional*):
+            Mask queries; follows `num_expert_tokens` (100 when neither is set).
         decoder_num_heads (`int`, *optional*, defaults to 8):
             Attention heads in the pixel decoder and the transformer decoder.
         pixel_decoder_layers (`int`, *optional*, defaults to 6):
@@ -164,7 +166,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     num_experts: int = 6
     top_k: int = 1
     expert_rank: int = 16
-    num_expert_tokens: int = 100
+    num_expert_tokens: int | None = None
     gating: str = "laplace"
     noisy_gating: bool = True
     aux_loss_coef: float = 1000.0
@@ -174,7 +176,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     adapter_scale_init: float = 1e-3
     frozen_activation_checkpointing: bool = False
     decoder_hidden_dim: int = 256
-    num_queries: int = 100
+    num_queries: int | None = None
     decoder_num_heads: int = 8
     pixel_decoder_layers: int = 6
     pixel_decoder_ffn_dim: int = 1024
@@ -193,6 +195,9 @@ class SpectralMoEConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.depth_rgb_bands = list(self.depth_rgb_bands)
+        if self.num_expert_tokens is None or self.num_queries is None:
+            count = self.num_expert_tokens or self.num_queries or DEFAULT_NUM_QUERIES
+            self.num_expert_tokens = self.num_queries = count
         if self.num_channels is None:
             self.num_channels = len(self.band_names or self.wavelengths or "RGB")
         if self.id2label is not None and self.label2id is None:

@@ -1,11 +1,13 @@
-"""The "frozen VFM + Mask2Former" baseline of the paper's Table 2 behind the adapter interface."""
+"""The "frozen VFM + Mask2Former" baseline of the paper's Table 2 behind the adapter protocol."""
 
 import torch
 from torch import nn
 from transformers import initialization as init
 
+from .adapter_protocol import TokenAdapter
 
-class FrozenBaselineAdapter(nn.Module):
+
+class FrozenBaselineAdapter(TokenAdapter):
     r"""
     No adaptation: the frozen encoder's tokens pass through every layer unchanged, and the decoder's query position
     embedding is an ordinary learned table (Mask2Former's own), since there are no tokens to derive it from. Only the
@@ -29,12 +31,13 @@ class FrozenBaselineAdapter(nn.Module):
     def reset_parameters(self) -> None:
         init.normal_(self.query_position)  # nn.Embedding's default, as Mask2Former's learned query positions
 
+    def no_weight_decay(self) -> set[str]:
+        return {"query_position"}  # an embedding table, as Mask2Former's own query positions
+
     def query_embeddings(self) -> torch.Tensor:
         """The learned query position embedding, shape (m, Q)."""
         return self.query_position
 
-    def forward(self, hidden_states, depth_hidden_states, layer_idx, num_prefix_tokens, depth_num_prefix_tokens=1,
-                return_router_probs=False):
-        """Returns the tokens unchanged and a zero auxiliary loss (and `(None, None)` router probabilities)."""
-        outputs = (hidden_states, hidden_states.new_zeros(()))
-        return outputs + ((None, None),) if return_router_probs else outputs
+    def forward(self, hidden_states, layer_idx, depth_hidden_states=None, *, grid_size, output_router_probs=False):
+        """Returns the patch tokens unchanged and a zero auxiliary loss."""
+        return self.output(hidden_states)

@@ -16,7 +16,7 @@ from .modeling_dofa import DOFAModel, load_dofa_weights
 
 
 def expand_patch_kernel(rgb_kernel: torch.Tensor, num_channels: int, rule: str) -> torch.Tensor:
-    """Widens a (D, 3, p, p) RGB patch kernel to (D, C, p, p) (SPEC §3).
+    """Widens a (D, 3, p, p) RGB patch kernel to (D, C, p, p) for a C-band input.
 
     `"cyclic"`: band c takes RGB kernel c mod 3 (authors' code). `"mean"`: every band takes the RGB mean x 3 / C, so
     an input whose bands all equal one grey image gives the same response as that grey image in RGB.
@@ -39,11 +39,17 @@ class FrozenVisualEncoder(nn.Module):
 
     `embed` gives the token sequence (prefix tokens first) and the extra arguments every layer needs (DINOv3's RoPE
     angles); `run_layer` applies one block. Subclasses set `model`, `layers`, `num_prefix_tokens` and `patch_size`.
+    The host owns its prefix tokens: adapters see patch tokens only. `adapter_sites` maps each layer that carries an
+    adapter to the depth layer feeding it (every layer, the same index, for a plain ViT).
     """
 
     def __init__(self, config: SpectralMoEConfig):
         super().__init__()
         self.config = config
+
+    @property
+    def adapter_sites(self) -> dict[int, int]:
+        return {index: index for index in range(len(self.layers))}
 
     def run_layer(self, index: int, hidden_states: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         return self.layers[index](hidden_states, **layer_kwargs)

@@ -13,7 +13,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_spectralmoe import SpectralMoEConfig
 from .frozen_baseline_adapter import FrozenBaselineAdapter
-from .frozen_encoders import FrozenDepthEncoder, FrozenVisualEncoder, build_visual_encoder
+from .frozen_encoders import FrozenDepthEncoder, build_visual_encoder
 from .mask2former_head import SpectralMoEMask2FormerHead
 from .rein_adapter import ReinAdapter
 from .spectralmoe_adapter import SpectralMoEAdapter
@@ -34,19 +34,20 @@ class SpectralMoESemanticSegmenterOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
             Weighted Mask2Former loss (class, mask, dice over every decoder layer) plus `aux_loss`.
-        logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`, *optional*):
             Per-class scores at the input resolution: softmax class probabilities (no-object dropped) times sigmoid
-            masks, summed over queries. Argmax over dim 1 gives the label map.
+            masks, summed over queries. Argmax over dim 1 gives the label map. Built in eval mode, or when asked
+            with `output_logits=True` (the loss does not use them; they cost about 0.4 GB per batch of 4 at 512²).
         class_queries_logits (`torch.FloatTensor` of shape `(batch_size, num_queries, num_labels + 1)`):
             Class logits of each query after the last decoder layer (last entry = no object).
         masks_queries_logits (`torch.FloatTensor` of shape `(batch_size, num_queries, height / 4, width / 4)`):
             Mask logits of each query after the last decoder layer.
         aux_loss (`torch.FloatTensor` of shape `()`):
             Load-balancing loss of the adapter, averaged over layers.
-        visual_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_logits=True`):
-            One tensor per encoder layer of shape `(batch_size, num_patches, num_experts)`: the gates of the visual
-            patch tokens (k non-zero entries per token, summing to 1). `None` for the Rein / DepthForge baselines.
-        depth_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_logits=True`):
+        visual_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_probs=True`):
+            One tensor per adapted layer of shape `(batch_size, num_patches, num_experts)`: the gates of the visual
+            patch tokens (k non-zero entries per token, summing to 1). `None` for methods that route nothing.
+        depth_router_probs (`tuple(torch.FloatTensor)`, *optional*, returned with `output_router_probs=True`):
             The same for the depth patch tokens; `None` when no depth tokens are routed.
     """
 
@@ -68,11 +69,11 @@ class SpectralMoEPreTrainedModel(PreTrainedModel):
     _keys_to_ignore_on_load_missing = [r"^visual_encoder\.", r"^depth_encoder\."]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Only our own composite modules carry an init scheme (SPEC §2, Mask2Former's); the encoders are
+        """Only our own composite modules carry an init scheme (the paper's and Mask2Former's); the encoders are
         `PreTrainedModel`s and initialise themselves, their wrappers only the buffers they add."""
-        if isinstance(module, (*set(ADAPTERS.values()), SpectralMoEMask2FormerHead)):
+        if module is getattr(self, "adapter", None) or module is getattr(self, "decode_head", None):
             module.reset_parameters()
-        elif isinstance(module, FrozenVisualEncoder):
+        elif module is getattr(self, "visual_encoder", None):
             module.reset_buffers()
 
 
@@ -95,6 +96,7 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
             FrozenDepthEncoder(config, self.visual_encoder.patch_size) if config.uses_depth else None
         )
         self.adapter = ADAPTERS[config.adapter_type].from_config(config)
+        self.adapter.attach(self.visual_encoder)
         hidden_size = config.backbone_config.hidden_size
         self.decode_head = SpectralMoEMask2FormerHead(config, in_channels=[hidden_size] * len(FEATURE_SCALES))
         for encoder in self.frozen_encoders():
@@ -123,6 +125,13 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         if self.depth_encoder is not None:
             self.depth_encoder.load_pretrained(self.config.depth_backbone)
 
+    def no_weight_decay(self) -> set[str]:
+        """Full names of the trainable parameters that train without weight decay, as the adapter and the head
+        declare them."""
+        declared = {f"adapter.{name}" for name in self.adapter.no_weight_decay()}
+        declared |= {f"decode_head.{name}" for name in self.decode_head.no_weight_decay()}
+        return {name for name, parameter in self.named_parameters() if parameter.requires_grad and name in declared}
+
     def has_named_encoders(self) -> bool:
         """Whether every frozen encoder comes from a named checkpoint (else it is random and must be saved)."""
         depth_named = self.depth_encoder is None or self.config.depth_backbone is not None
@@ -132,7 +141,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
-        output_router_logits: bool = False,
+        output_router_probs: bool = False,
+        output_logits: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SpectralMoESemanticSegmenterOutput:
@@ -142,24 +152,29 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
                 Normalised bands (see [`SpectralMoEImageProcessor`]); height and width multiples of the patch size.
             labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
                 Class index per pixel, 255 = ignore.
-            output_router_logits (`bool`, *optional*, defaults to `False`):
-                Also return every layer's gate probabilities of both modalities.
+            output_router_probs (`bool`, *optional*, defaults to `False`):
+                Also return every adapted layer's gate probabilities of both modalities.
+            output_logits (`bool`, *optional*):
+                Build the full-resolution `logits`; defaults to `True` in eval mode and `False` in training mode.
             kwargs:
                 Other outputs of the image processor, ignored: its `pixel_mask` is already encoded in `labels`
                 (no-data and padding are 255) and padded pixels are 0 after normalisation.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_logits = not self.training if output_logits is None else output_logits
         self._check_pixel_values(pixel_values)
         if labels is not None and labels.shape != (pixel_values.shape[0], *pixel_values.shape[-2:]):
             raise ValueError(
                 f"labels must have shape (batch, height, width) = {(pixel_values.shape[0], *pixel_values.shape[-2:])} "
                 f"to match pixel_values, found {tuple(labels.shape)}."
             )
-        features, aux_loss, visual_gates, depth_gates = self.encode(pixel_values, output_router_logits)
+        features, aux_loss, visual_gates, depth_gates = self.encode(pixel_values, output_router_probs)
         head_outputs = self.decode_head(features, self.adapter.query_embeddings())
-        logits = self.decode_head.semantic_logits(
-            head_outputs.class_queries_logits, head_outputs.masks_queries_logits, pixel_values.shape[-2:]
-        )
+        logits = None
+        if output_logits:
+            logits = self.decode_head.semantic_logits(
+                head_outputs.class_queries_logits, head_outputs.masks_queries_logits, pixel_values.shape[-2:]
+            )
         loss = None
         if labels is not None:
             loss = self.decode_head.loss(head_outputs, labels) + aux_loss
@@ -192,42 +207,50 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         if not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contain NaN or infinite values; mark no-data pixels in the image processor.")
 
-    def encode(self, pixel_values: torch.Tensor, output_router_logits: bool = False):
-        """Runs the frozen visual layers with the adapter after each.
+    def encode(self, pixel_values: torch.Tensor, output_router_probs: bool = False):
+        """Runs the frozen visual layers with the adapter after each layer the encoder declares
+        (`adapter_sites`), on the patch tokens only.
 
         Returns:
             `(features, aux_loss, visual_gates, depth_gates)`: the four feature maps of `out_indices`, each
-            (B, D, H/s, W/s) for strides s = 4, 8, 16, 32; the load-balancing loss averaged over layers; and, with
-            `output_router_logits`, every layer's gates (B, N, E) of each modality (empty lists otherwise).
+            (B, D, H/s, W/s) for strides s = 4, 8, 16, 32; the auxiliary loss averaged over adapted layers; and, with
+            `output_router_probs`, every adapted layer's gates (B, N, E) of each modality (empty lists otherwise).
         """
         encoder, config = self.visual_encoder, self.config
-        depth_states = self._depth_states(pixel_values)
-        depth_prefix = FrozenDepthEncoder.num_prefix_tokens
+        depth_patches = self._depth_patches(pixel_values)
         grid = (pixel_values.shape[-2] // encoder.patch_size, pixel_values.shape[-1] // encoder.patch_size)
+        prefix_length = encoder.num_prefix_tokens
         hidden_states, layer_kwargs = encoder.embed(pixel_values)
         selected, aux_losses, visual_gates, depth_gates = {}, [], [], []
         for index in range(len(encoder.layers)):
             hidden_states = self._run_frozen_layer(index, hidden_states, layer_kwargs)
-            hidden_states, aux_loss, *gates = self.adapter(
-                hidden_states, depth_states[index], index, encoder.num_prefix_tokens, depth_prefix,
-                return_router_probs=output_router_logits,
-            )
-            aux_losses.append(aux_loss)
-            if gates:  # (visual, depth) gates of this layer; None where nothing is routed (no depth, Rein)
-                visual_gates += [gates[0][0]] if gates[0][0] is not None else []
-                depth_gates += [gates[0][1]] if gates[0][1] is not None else []
+            if index in encoder.adapter_sites:
+                depth = depth_patches[encoder.adapter_sites[index]] if depth_patches else None
+                adapted = self.adapter(
+                    hidden_states[:, prefix_length:], index, depth, grid_size=grid,
+                    output_router_probs=output_router_probs,
+                )
+                hidden_states = torch.cat([hidden_states[:, :prefix_length], adapted.hidden_states], dim=1)
+                aux_losses.append(adapted.aux_loss)
+                if adapted.router_probs is not None:
+                    visual_gates.append(adapted.router_probs[0])
+                    depth_gates += [adapted.router_probs[1]] if adapted.router_probs[1] is not None else []
             if index in config.out_indices:
-                selected[index] = self._feature_map(hidden_states[:, encoder.num_prefix_tokens :], grid)
+                selected[index] = self._feature_map(hidden_states[:, prefix_length:], grid)
         features = [
             F.interpolate(selected[index], scale_factor=scale, mode="bilinear", align_corners=False)
             for index, scale in zip(config.out_indices, FEATURE_SCALES)
         ]
-        return features, torch.stack(aux_losses).mean(), visual_gates, depth_gates
+        aux_loss = torch.stack(aux_losses).mean() if aux_losses else pixel_values.new_zeros(())
+        return features, aux_loss, visual_gates, depth_gates
 
-    def _depth_states(self, pixel_values: torch.Tensor) -> list[torch.Tensor | None]:
-        if self.depth_encoder is None:
-            return [None] * len(self.visual_encoder.layers)
-        return self.depth_encoder(pixel_values[:, self.config.depth_rgb_bands])
+    def _depth_patches(self, pixel_values: torch.Tensor) -> list[torch.Tensor] | None:
+        """The depth encoder's patch tokens of every layer (its prefix tokens removed), or `None` when the adapter
+        uses no depth."""
+        if self.depth_encoder is None or not self.adapter.uses_depth:
+            return None
+        prefix_length = self.depth_encoder.num_prefix_tokens
+        return [tokens[:, prefix_length:] for tokens in self.depth_encoder(pixel_values[:, self.config.depth_rgb_bands])]
 
     def _run_frozen_layer(self, index: int, hidden_states: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         if self.config.frozen_activation_checkpointing and torch.is_grad_enabled():
@@ -250,10 +273,16 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         save_encoders = save_encoders or not self.has_named_encoders()
         self.config.encoder_weights_in_checkpoint = save_encoders
         if not save_encoders and "state_dict" not in kwargs:
-            kwargs["state_dict"] = {
-                name: tensor for name, tensor in self.state_dict().items() if not name.startswith(FROZEN_PREFIXES)
-            }
+            kwargs["state_dict"] = self.trained_state_dict()
         return super().save_pretrained(save_directory, **kwargs)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor outside the frozen encoders, plus the parameters the adapter added to the visual encoder."""
+        injected = {f"visual_encoder.model.{name}" for name in self.adapter.encoder_parameter_names()}
+        return {
+            name: tensor for name, tensor in self.state_dict().items()
+            if not name.startswith(FROZEN_PREFIXES) or name in injected
+        }
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):

@@ -1,4 +1,5 @@
-"""Dual-gating router of SpectralMoE (SPEC §2 eqs. 1-2 and 9-11): noisy top-k gates and the load-balancing loss."""
+"""Dual-gating router of SpectralMoE (arXiv 2603.13352, eqs. 1-2 and 9-11): noisy top-k gates and the load-balancing
+loss."""
 
 from dataclasses import dataclass
 

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from .adapter_layers import depth_patches, pooled_query_embeddings, reset_token_linears
+from .adapter_layers import pooled_query_embeddings, reset_token_linears
+from .adapter_protocol import AdapterOutput, TokenAdapter, check_depth_tokens
 
 
-class ReinAdapter(nn.Module):
+class ReinAdapter(TokenAdapter):
     r"""
     Rein for all `num_layers` layers of a frozen ViT: one low-rank token bank `T[l] = A[l] @ B[l]` (m, D) per layer.
     After layer `l` each visual patch token `x` becomes
@@ -20,10 +21,7 @@ class ReinAdapter(nn.Module):
 
     (the softmax runs over all m tokens, then token 0, the "no change" slot, is dropped). With `depth_guided=True`
     (DepthForge) the scores `d T[l]^T / sqrt(D)` of the depth patch token `d` at the same grid position are added to
-    the visual scores before the softmax. Prefix tokens (cls, registers) pass through unchanged. There is no routing:
-    the auxiliary loss is zero.
-
-    The call interface is `SpectralMoEAdapter`'s, so either plugs into the model unchanged.
+    the visual scores before the softmax. There is no routing: the auxiliary loss is zero.
 
     Args:
         num_layers (`int`): layers of the host ViT (L).
@@ -49,6 +47,7 @@ class ReinAdapter(nn.Module):
         self.num_layers, self.hidden_size = num_layers, hidden_size
         self.num_tokens, self.token_rank = num_tokens, token_rank
         self.depth_guided, self.scale_init = depth_guided, scale_init
+        self.uses_depth = depth_guided
         self.tokens_a = nn.Parameter(torch.empty(num_layers, num_tokens, token_rank))
         self.tokens_b = nn.Parameter(torch.empty(num_layers, token_rank, hidden_size))
         self.token2feat = nn.Linear(hidden_size, hidden_size)
@@ -86,47 +85,45 @@ class ReinAdapter(nn.Module):
         """Every layer's token bank `A @ B`, shape (L, m, D)."""
         return self.tokens_a @ self.tokens_b
 
+    def no_weight_decay(self) -> set[str]:
+        return {"tokens_a", "tokens_b", "scale"}
+
     def query_embeddings(self) -> torch.Tensor:
-        """Mask2Former query position embedding from the token banks (SPEC §2, one bank per layer), shape (m, Q)."""
+        """Mask2Former query position embedding from the token banks (one bank per layer), shape (m, Q)."""
         return pooled_query_embeddings(self.tokens(), self.transform, self.merge)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        depth_hidden_states: torch.Tensor | None,
         layer_idx: int,
-        num_prefix_tokens: int,
-        depth_num_prefix_tokens: int = 1,
-        return_router_probs: bool = False,
-    ):
+        depth_hidden_states: torch.Tensor | None = None,
+        *,
+        grid_size: tuple[int, int],
+        output_router_probs: bool = False,
+    ) -> AdapterOutput:
         """Adapts the visual patch tokens after layer `layer_idx`.
 
         Args:
-            hidden_states (`torch.FloatTensor` of shape `(B, P + N, D)`): visual tokens, P prefix tokens first.
-            depth_hidden_states (`torch.FloatTensor` of shape `(B, Pd + N, D)`, *optional*): depth tokens of the same
-                layer; required by DepthForge, ignored (may be `None`) by Rein.
+            hidden_states (`torch.FloatTensor` of shape `(B, N, D)`): visual patch tokens.
             layer_idx (`int`): 0-based layer index.
-            num_prefix_tokens (`int`): P, e.g. 5 for DINOv3 (cls + 4 registers), 1 for DOFA.
-            depth_num_prefix_tokens (`int`, defaults to 1): Pd, 1 for DINOv2 (cls).
-            return_router_probs (`bool`): also return `(None, None)`: nothing is routed.
+            depth_hidden_states (`torch.FloatTensor` of shape `(B, N, D)`, *optional*): depth patch tokens at the same
+                positions; required by DepthForge, ignored by Rein.
+            grid_size (`tuple[int, int]`): the patch grid (unused: the method is per token).
+            output_router_probs (`bool`): ignored: nothing is routed (`router_probs` is `None`).
 
         Returns:
-            `(hidden_states, aux_loss)` or `(hidden_states, aux_loss, (None, None))`: the adapted tokens (B, P + N, D)
-            and a zero scalar (no load-balancing loss).
+            [`AdapterOutput`]: the adapted patch tokens (B, N, D) and a zero auxiliary loss.
         """
-        prefix, visual = hidden_states[:, :num_prefix_tokens], hidden_states[:, num_prefix_tokens:]
-        scored = visual
+        visual = scored = hidden_states
         if self.depth_guided:
             # d T^T + x T^T = (x + d) T^T: the depth scores cost one addition.
-            scored = visual + depth_patches(depth_hidden_states, depth_num_prefix_tokens, visual.shape)
+            scored = visual + check_depth_tokens(depth_hidden_states, visual)
         tokens_a, tokens_b = self.tokens_a[layer_idx], self.tokens_b[layer_idx]  # (m, r), (r, D)
         scores = F.linear(F.linear(scored, tokens_b), tokens_a) / math.sqrt(self.hidden_size)  # (x B^T) A^T
         weights = torch.softmax(scores, dim=-1)[..., 1:]  # token 0 is the "no change" slot
         coefficients = torch.cat([weights @ tokens_a[1:], weights.sum(-1, keepdim=True)], dim=-1)  # (B, N, r + 1)
         adjustment = coefficients @ self.adjustment_basis(layer_idx)  # = weights @ token2feat(T[1:])
-        visual = visual + self.scale * self.delta_f(adjustment + visual)
-        outputs = (torch.cat([prefix, visual], dim=1), hidden_states.new_zeros(()))
-        return outputs + ((None, None),) if return_router_probs else outputs
+        return self.output(visual + self.scale * self.delta_f(adjustment + visual))
 
     def adjustment_basis(self, layer_idx: int) -> torch.Tensor:
         """Basis of the layer's adjustments, shape (r + 1, D).
@@ -138,52 +135,3 @@ class ReinAdapter(nn.Module):
         """
         directions = self.tokens_b[layer_idx] @ self.token2feat.weight.t()  # (r, D)
         return torch.cat([directions, self.token2feat.bias.unsqueeze(0)])
-
-    def load_official_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Loads the authors' Rein (`LoRAReins`) or DepthForge (`DepthForgeReins`) weights under their key names
-        (`learnable_tokens_a` (L, m, r), `learnable_tokens_b` (L, r, D), `mlp_token2feat.*`, `mlp_delta_f.*`,
-        `scale`, `transform.*`, `merge.*`; without a module prefix).
-
-        Raises:
-            ValueError: naming every unknown key and every missing one, or a key whose shape does not fit.
-        """
-        converted = convert_official_rein_state_dict(state_dict)
-        expected = self.state_dict()
-        for theirs, ours in OFFICIAL_REIN_KEYS.items():
-            if converted[ours].shape != expected[ours].shape:
-                raise ValueError(
-                    f"Official Rein weight {theirs!r} has shape {tuple(converted[ours].shape)}, this adapter expects "
-                    f"{tuple(expected[ours].shape)} for {ours!r}."
-                )
-        self.load_state_dict(converted)
-
-
-OFFICIAL_REIN_KEYS = {
-    "learnable_tokens_a": "tokens_a",
-    "learnable_tokens_b": "tokens_b",
-    "scale": "scale",
-    **{
-        f"{theirs}.{part}": f"{ours}.{part}"
-        for ours, theirs in (("token2feat", "mlp_token2feat"), ("delta_f", "mlp_delta_f"), ("transform", "transform"),
-                             ("merge", "merge"))
-        for part in ("weight", "bias")
-    },
-}
-
-
-def convert_official_rein_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Renames the authors' Rein / DepthForge adapter weights to `ReinAdapter`'s parameter names.
-
-    Raises:
-        ValueError: naming every unknown key and every missing one.
-    """
-    unknown = sorted(set(state_dict) - set(OFFICIAL_REIN_KEYS))
-    missing = sorted(set(OFFICIAL_REIN_KEYS) - set(state_dict))
-    if unknown or missing:
-        raise ValueError(
-            f"Official Rein adapter state dict does not fit: unexpected keys {unknown}, missing keys {missing}."
-        )
-    converted = {ours: state_dict[theirs] for theirs, ours in OFFICIAL_REIN_KEYS.items()}
-    if converted["scale"].numel() == 1:  # a 0-d scalar, or a (1,) one
-        converted["scale"] = converted["scale"].reshape(())
-    return converted

@@ -1,4 +1,5 @@
-"""The SpectralMoE adapter (SPEC §2): a dual-gated mixture of low-rank token experts applied after every ViT layer."""
+"""The SpectralMoE adapter (Chen et al., CVPR 2026, arXiv 2603.13352): a dual-gated mixture of low-rank token experts
+applied after every layer of a frozen ViT."""
 
 import math
 
@@ -7,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from .adapter_layers import depth_patches, pooled_query_embeddings, reset_token_linears
+from .adapter_layers import pooled_query_embeddings, reset_token_linears
+from .adapter_protocol import AdapterOutput, TokenAdapter, check_depth_tokens
 from .configuration_spectralmoe import FUSIONS, GATINGS, PERCEPTUAL_MAPS, SpectralMoEConfig
 from .moe_routing import RoutingResult, load_balancing_loss, route
 
@@ -20,12 +22,14 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"`{name}` must be one of {allowed}, found {value!r}.")
 
 
-class SpectralMoEAdapter(nn.Module):
+class SpectralMoEAdapter(TokenAdapter):
     r"""
     The plug-in module of SpectralMoE for all `num_layers` layers of a frozen ViT. After layer `l` it routes each
-    visual patch token and each depth patch token to its top-k experts (one router per modality), turns the experts'
-    token banks into per-token adjustments, fuses the depth adjustments into the visual ones and adds the result to
-    the visual patch tokens. Prefix tokens (cls, registers) pass through unchanged.
+    visual patch token and each depth patch token to its top-k experts (one router per modality, eqs. 1-2), turns the
+    experts' token banks into per-token adjustments (eqs. 3-5), fuses the depth adjustments into the visual ones
+    (eq. 6) and adds the result to the visual patch tokens (eq. 7); it also returns the load-balancing loss of eqs.
+    9-11. The paper's equations are numbered as in arXiv 2603.13352; where the released code differs
+    (`perceptual_map`, `fusion`), both forms exist.
 
     Args:
         num_layers (`int`): layers of the host ViT (L).
@@ -73,6 +77,7 @@ class SpectralMoEAdapter(nn.Module):
         self.perceptual_map, self.fusion = perceptual_map, fusion
         self.shared_gate, self.aux_loss_coef = shared_gate, aux_loss_coef
         self.scale_init = scale_init
+        self.uses_depth = fusion != "none"
 
         num_routers = 1 if shared_gate or fusion == "none" else 2  # "none" never routes depth tokens
         self.experts_a = nn.Parameter(torch.empty(num_layers, num_experts, num_expert_tokens, expert_rank))
@@ -107,7 +112,8 @@ class SpectralMoEAdapter(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """SPEC §2 initialisation: A kaiming-uniform per expert (fan-in r), B, gates and noise zero, scale 1e-3."""
+        """A kaiming-uniform per expert (fan-in r); B, gates and noise zero (so training starts from the frozen model);
+        Linear layers kaiming-uniform(a=sqrt(5)); scale `scale_init` (1e-3)."""
         # transformers' init functions leave tensors already loaded from a checkpoint untouched.
         bound = 1.0 / math.sqrt(self.experts_a.shape[-1])  # kaiming_uniform(a=sqrt(5)) on each (m, r) matrix
         init.uniform_(self.experts_a, -bound, bound)
@@ -117,41 +123,42 @@ class SpectralMoEAdapter(nn.Module):
         reset_token_linears(self.token2feat, self.delta_f, self.transform, self.merge)
         init.constant_(self.scale, self.scale_init)
 
+    def no_weight_decay(self) -> set[str]:
+        """Expert token factors, routers and the residual scale train without weight decay (authors' recipe)."""
+        return {"experts_a", "experts_b", "gate_prototypes", "noise_weights", "scale"}
+
     def query_embeddings(self) -> torch.Tensor:
-        """Mask2Former query position embedding from the expert tokens (SPEC §2), shape (m, Q)."""
+        """Mask2Former query position embedding from the expert tokens (mean over experts per layer), shape (m, Q)."""
         per_layer = (self.experts_a @ self.experts_b).mean(1)  # (L, m, D): mean over experts
         return pooled_query_embeddings(per_layer, self.transform, self.merge)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        depth_hidden_states: torch.Tensor | None,
         layer_idx: int,
-        num_prefix_tokens: int,
-        depth_num_prefix_tokens: int = 1,
-        return_router_probs: bool = False,
-    ):
+        depth_hidden_states: torch.Tensor | None = None,
+        *,
+        grid_size: tuple[int, int],
+        output_router_probs: bool = False,
+    ) -> AdapterOutput:
         """Adapts the visual patch tokens after layer `layer_idx`.
 
         Args:
-            hidden_states (`torch.FloatTensor` of shape `(B, P + N, D)`): visual tokens, P prefix tokens first.
-            depth_hidden_states (`torch.FloatTensor` of shape `(B, Pd + N, D)`, *optional*): depth tokens of the same
-                layer; ignored (may be `None`) when `fusion="none"`.
+            hidden_states (`torch.FloatTensor` of shape `(B, N, D)`): visual patch tokens.
             layer_idx (`int`): 0-based layer index.
-            num_prefix_tokens (`int`): P, e.g. 5 for DINOv3 (cls + 4 registers), 1 for DOFA.
-            depth_num_prefix_tokens (`int`, defaults to 1): Pd, 1 for DINOv2 (cls).
-            return_router_probs (`bool`): also return `(visual_gates, depth_gates)`, each (B, N, E); depth `None`
-                when `fusion="none"`.
+            depth_hidden_states (`torch.FloatTensor` of shape `(B, N, D)`, *optional*): depth patch tokens at the same
+                grid positions; ignored (may be `None`) when `fusion="none"`.
+            grid_size (`tuple[int, int]`): the patch grid (h, w), h * w = N (unused: the method is per token).
+            output_router_probs (`bool`): also return `(visual_gates, depth_gates)`, each (B, N, E).
 
         Returns:
-            `(hidden_states, aux_loss)` or `(hidden_states, aux_loss, (visual_gates, depth_gates))`: the adapted tokens
-            (B, P + N, D) and this layer's load-balancing loss (scalar).
+            [`AdapterOutput`]: the adapted patch tokens (B, N, D) and this layer's load-balancing loss (scalar).
         """
-        prefix, visual = hidden_states[:, :num_prefix_tokens], hidden_states[:, num_prefix_tokens:]
+        visual = hidden_states
         batch_size, num_patches, hidden_size = visual.shape
         modalities = [visual]
-        if self.fusion != "none":
-            modalities.append(depth_patches(depth_hidden_states, depth_num_prefix_tokens, visual.shape))
+        if self.uses_depth:
+            modalities.append(check_depth_tokens(depth_hidden_states, visual))
         flat = [tokens.reshape(-1, hidden_size) for tokens in modalities]
         routings = [self._route(tokens, layer_idx, modality) for modality, tokens in enumerate(flat)]
         coefficients = self._expert_coefficients(torch.cat(flat), routings, layer_idx)
@@ -159,11 +166,11 @@ class SpectralMoEAdapter(nn.Module):
         basis = self.adjustment_basis(layer_idx)
         fused = self._fuse(coefficients[VISUAL], coefficients[DEPTH] if len(flat) > 1 else None, basis) @ basis
         visual = visual + self.scale * self.delta_f(fused + visual)
-        outputs = (torch.cat([prefix, visual], dim=1), load_balancing_loss(routings, self.aux_loss_coef))
-        if not return_router_probs:
-            return outputs
-        gates = [routing.gates.view(batch_size, num_patches, -1) for routing in routings]
-        return outputs + ((gates[VISUAL], gates[DEPTH] if len(gates) > 1 else None),)
+        router_probs = None
+        if output_router_probs:
+            gates = [routing.gates.view(batch_size, num_patches, -1) for routing in routings]
+            router_probs = (gates[VISUAL], gates[DEPTH] if len(gates) > 1 else None)
+        return self.output(visual, load_balancing_loss(routings, self.aux_loss_coef), router_probs)
 
     def _route(self, tokens: torch.Tensor, layer_idx: int, modality: int) -> RoutingResult:
         router = 0 if self.gate_prototypes.shape[1] == 1 else modality
@@ -239,52 +246,3 @@ class SpectralMoEAdapter(nn.Module):
         log_normaliser = torch.logsumexp((depth_in_gram @ visual.transpose(1, 2)) * scale, dim=-1)
         diagonal = (depth_in_gram * visual).sum(-1) * scale
         return torch.exp(diagonal - log_normaliser).unsqueeze(-1) * visual
-
-    def load_official_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Loads the authors' DepthMoE weights (key names of `golden/README.md`, without the `backbone.depthmoe.`
-        prefix). Every key must be known and every parameter covered; the authors' `mean`/`std` buffers are not
-        weights of the adapter and are rejected here (the checkpoint converter drops them). With `fusion="none"` the
-        file's depth routers are unused and skipped."""
-        if self.shared_gate:
-            raise ValueError("The authors' weights hold one router per modality; they cannot fill `shared_gate=True`.")
-        num_routers = self.gate_prototypes.shape[1]
-        self.load_state_dict(
-            convert_official_adapter_state_dict(state_dict, self.num_layers, self.num_experts, num_routers)
-        )
-
-
-def convert_official_adapter_state_dict(
-    state_dict: dict[str, torch.Tensor], num_layers: int, num_experts: int, num_routers: int = 2
-) -> dict[str, torch.Tensor]:
-    """Maps the authors' per-layer, per-expert tensors onto our stacked parameters. With `num_routers=1` (a model
-    without depth) only the visual router `w_gate.{l}.0` / `w_noise.{l}.0` is kept.
-
-    Raises:
-        ValueError: naming every unknown key and every missing one.
-    """
-    remaining = dict(state_dict)
-
-    def take(key: str) -> torch.Tensor:
-        if key not in remaining:
-            raise ValueError(f"Official adapter state dict is missing {key!r}.")
-        return remaining.pop(key)
-
-    def stack(name: str, inner: int) -> torch.Tensor:
-        return torch.stack(
-            [torch.stack([take(f"{name}.{l}.{i}") for i in range(inner)]) for l in range(num_layers)]
-        )
-
-    converted = {
-        "experts_a": stack("experts_a", num_experts),
-        "experts_b": stack("experts_b", num_experts),
-        "gate_prototypes": stack("w_gate", 2)[:, :num_routers],
-        "noise_weights": stack("w_noise", 2)[:, :num_routers],
-        "scale": take("scale").reshape(()),
-    }
-    for ours, theirs in (("token2feat", "mlp_token2feat"), ("delta_f", "mlp_delta_f"), ("transform", "transform"),
-                         ("merge", "merge")):
-        for part in ("weight", "bias"):
-            converted[f"{ours}.{part}"] = take(f"{theirs}.{part}")
-    if remaining:
-        raise ValueError(f"Unexpected keys in the official adapter state dict: {sorted(remaining)}.")
-    return converted

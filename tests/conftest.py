@@ -109,3 +109,24 @@ def random_tokens(batch=2, prefix=5, patches=9, width=16, seed=1) -> tuple[torch
     visual = torch.randn(batch, prefix + patches, width, generator=generator)
     depth = torch.randn(batch, 1 + patches, width, generator=generator)
     return visual, depth
+
+
+def run_adapter(adapter, visual, depth, layer, prefix, depth_prefix=1, output_router_probs=False):
+    """Calls an adapter on whole token sequences as the host does: prefix tokens split off (and put back unchanged),
+    patch tokens adapted. Returns `(tokens, aux_loss)`, plus `router_probs` when asked."""
+    patches = visual[:, prefix:]
+    depth_patches = None if depth is None else depth[:, depth_prefix:]
+    side = int(patches.shape[1] ** 0.5)
+    output = adapter(patches, layer, depth_patches, grid_size=(side, patches.shape[1] // side),
+                     output_router_probs=output_router_probs)
+    tokens = torch.cat([visual[:, :prefix], output.hidden_states], dim=1)
+    return (tokens, output.aux_loss, output.router_probs) if output_router_probs else (tokens, output.aux_loss)
+
+
+def assert_only_adapter_and_head_train(model) -> None:
+    """After a backward pass: adapter and head parameters are trainable, every frozen one is and got no gradient."""
+    for name, parameter in model.named_parameters():
+        trainable = name.startswith(("adapter.", "decode_head."))
+        assert parameter.requires_grad == trainable, name
+        if not trainable:
+            assert parameter.grad is None, name

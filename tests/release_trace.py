@@ -26,15 +26,16 @@ def trace(model, pixel_values: torch.Tensor, prefix: str) -> dict[str, torch.Ten
         record[f"{prefix}visual_embeddings"] = encoder.embed(pixel_values)[0]
         record[f"{prefix}depth_embeddings"] = model.depth_encoder.embed(rgb)
         depth = model.depth_encoder(rgb)
-        outputs = model(pixel_values=pixel_values, output_router_logits=True)
+        outputs = model(pixel_values=pixel_values, output_router_probs=True)
     for handle in handles:
         handle.remove()
     for index, (call, visual_gates, depth_gates) in enumerate(
         zip(calls, outputs.visual_router_probs, outputs.depth_router_probs)
     ):
         record[f"{prefix}layer{index}.depth"] = depth[index]
-        record[f"{prefix}layer{index}.visual_adapted"] = call[0]
-        record[f"{prefix}layer{index}.aux_loss"] = call[1].reshape(1)
+        visual_prefix = record[f"{prefix}layer{index}.visual_block"][:, : encoder.num_prefix_tokens]
+        record[f"{prefix}layer{index}.visual_adapted"] = torch.cat([visual_prefix, call.hidden_states], dim=1)
+        record[f"{prefix}layer{index}.aux_loss"] = call.aux_loss.reshape(1)
         record[f"{prefix}layer{index}.visual_expert"] = visual_gates.argmax(-1).flatten().float()
         record[f"{prefix}layer{index}.depth_expert"] = depth_gates.argmax(-1).flatten().float()
     features, query_embed = record.pop("head_inputs")

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from modeling_spectralmoe import SpectralMoEAdapter
+from modeling_spectralmoe.conversion.depthmoe_adapter import load_official_adapter_weights
 from modeling_spectralmoe.moe_routing import cv_squared, route, smooth_load
 
-from .conftest import golden_tensors, random_tokens
+from .conftest import golden_tensors, random_tokens, run_adapter
 
 
 GOLDEN_SIZES = dict(num_layers=2, hidden_size=32, num_experts=3, expert_rank=4, num_expert_tokens=10, query_dim=16)
@@ -16,7 +17,7 @@ GOLDEN_SIZES = dict(num_layers=2, hidden_size=32, num_experts=3, expert_rank=4, 
 
 def golden_adapter(golden, **kwargs):
     adapter = SpectralMoEAdapter(**GOLDEN_SIZES, **kwargs).eval()
-    adapter.load_official_state_dict({k[len("param.") :]: v for k, v in golden.items() if k.startswith("param.")})
+    load_official_adapter_weights(adapter, {k[len("param.") :]: v for k, v in golden.items() if k.startswith("param.")})
     return adapter
 
 
@@ -25,9 +26,9 @@ def test_reproduces_released_code():
     adapter = golden_adapter(golden, perceptual_map="official_sum_product", fusion="official_diagonal")
     torch.testing.assert_close(adapter.query_embeddings(), golden["query_embed"], atol=1e-5, rtol=0)
     for layer in range(2):
-        output, aux_loss, (visual_gates, depth_gates) = adapter(
-            golden[f"layer{layer}.input_visual"], golden[f"layer{layer}.input_depth"], layer, 5, 1,
-            return_router_probs=True,
+        output, aux_loss, (visual_gates, depth_gates) = run_adapter(
+            adapter, golden[f"layer{layer}.input_visual"], golden[f"layer{layer}.input_depth"], layer, 5, 1,
+            output_router_probs=True,
         )
         torch.testing.assert_close(output, golden[f"layer{layer}.output_visual"], atol=1e-5, rtol=0)
         torch.testing.assert_close(aux_loss.reshape(1), golden[f"layer{layer}.aux_loss"], rtol=1e-6, atol=0)
@@ -42,7 +43,9 @@ def test_reproduces_paper_form(fusion, top_k):
     adapter = golden_adapter(golden, fusion=fusion, top_k=top_k)
     torch.testing.assert_close(adapter.query_embeddings(), golden["query_embed"], atol=1e-5, rtol=0)
     for layer in range(2):
-        output, aux_loss = adapter(golden[f"layer{layer}.input_visual"], golden[f"layer{layer}.input_depth"], layer, 5)
+        output, aux_loss = run_adapter(
+            adapter, golden[f"layer{layer}.input_visual"], golden[f"layer{layer}.input_depth"], layer, 5
+        )
         expected = f"layer{layer}.{fusion}.top{top_k}"
         torch.testing.assert_close(output, golden[f"{expected}.output_visual"], atol=1e-5, rtol=0)
         torch.testing.assert_close(aux_loss.reshape(1), golden[f"{expected}.aux_loss"], rtol=1e-6, atol=0)
@@ -64,7 +67,7 @@ def random_adapter(seed=0, **kwargs):
 def test_gates_sum_to_one_over_exactly_k_experts(top_k, training):
     adapter = random_adapter(top_k=top_k).train(training)
     visual, depth = random_tokens()
-    _, _, (visual_gates, depth_gates) = adapter(visual, depth, 0, 5, return_router_probs=True)
+    _, _, (visual_gates, depth_gates) = run_adapter(adapter, visual, depth, 0, 5, output_router_probs=True)
     for gates in (visual_gates, depth_gates):
         assert gates.shape == (2, 9, 4)
         torch.testing.assert_close(gates.sum(-1), torch.ones(2, 9))
@@ -75,19 +78,19 @@ def test_noise_only_in_training_mode():
     adapter = random_adapter()
     visual, depth = random_tokens()
     adapter.eval()
-    first = adapter(visual, depth, 0, 5, return_router_probs=True)
-    second = adapter(visual, depth, 0, 5, return_router_probs=True)
+    first = run_adapter(adapter, visual, depth, 0, 5, output_router_probs=True)
+    second = run_adapter(adapter, visual, depth, 0, 5, output_router_probs=True)
     assert torch.equal(first[0], second[0]) and torch.equal(first[2][0], second[2][0])
     adapter.train()
     torch.manual_seed(0)
-    noisy = [adapter(visual, depth, 0, 5, return_router_probs=True)[2][0] for _ in range(3)]
+    noisy = [run_adapter(adapter, visual, depth, 0, 5, output_router_probs=True)[2][0] for _ in range(3)]
     assert any(not torch.equal(gates, first[2][0]) for gates in noisy)
 
 
 def test_eval_gates_pick_nearest_prototype_under_laplace_gating():
     adapter = random_adapter().eval()
     visual, depth = random_tokens()
-    _, _, (visual_gates, _) = adapter(visual, depth, 1, 5, return_router_probs=True)
+    _, _, (visual_gates, _) = run_adapter(adapter, visual, depth, 1, 5, output_router_probs=True)
     distances = torch.cdist(visual[:, 5:].reshape(-1, 16), adapter.gate_prototypes[1, 0].t())
     assert torch.equal(visual_gates.reshape(-1, 4).argmax(-1), distances.argmin(-1))
 
@@ -125,14 +128,14 @@ def test_cv_squared_closed_form_and_single_expert():
     assert cv_squared(torch.tensor([7.0])) == 0
     adapter = random_adapter(num_experts=1).train()
     visual, depth = random_tokens()
-    assert adapter(visual, depth, 0, 5)[1] == 0
+    assert run_adapter(adapter, visual, depth, 0, 5)[1] == 0
 
 
 @pytest.mark.parametrize("gating", ["laplace", "softmax", "gaussian"])
 def test_gating_logits(gating):
     adapter = random_adapter(gating=gating).eval()
     visual, depth = random_tokens()
-    _, _, (visual_gates, _) = adapter(visual, depth, 0, 5, return_router_probs=True)
+    _, _, (visual_gates, _) = run_adapter(adapter, visual, depth, 0, 5, output_router_probs=True)
     tokens, prototypes = visual[:, 5:].reshape(-1, 16), adapter.gate_prototypes[0, 0]
     logits = {
         "laplace": -torch.cdist(tokens, prototypes.t()),
@@ -147,43 +150,43 @@ def test_shared_gate_routes_both_modalities_with_one_router():
     assert adapter.gate_prototypes.shape == (2, 1, 16, 4)
     visual, _ = random_tokens()
     depth = torch.cat([visual[:, :1], visual[:, 5:]], dim=1)  # the same patch tokens in the depth layout
-    _, _, (visual_gates, depth_gates) = adapter(visual, depth, 0, 5, return_router_probs=True)
+    _, _, (visual_gates, depth_gates) = run_adapter(adapter, visual, depth, 0, 5, output_router_probs=True)
     assert torch.equal(visual_gates, depth_gates)
     dual = random_adapter(shared_gate=False).eval()
-    _, _, (visual_gates, depth_gates) = dual(visual, depth, 0, 5, return_router_probs=True)
+    _, _, (visual_gates, depth_gates) = run_adapter(dual, visual, depth, 0, 5, output_router_probs=True)
     assert not torch.equal(visual_gates, depth_gates)
 
 
 def test_prefix_tokens_pass_through_and_zero_scale_is_identity():
     adapter = random_adapter().eval()
     visual, depth = random_tokens()
-    output, _ = adapter(visual, depth, 0, 5)
+    output, _ = run_adapter(adapter, visual, depth, 0, 5)
     assert torch.equal(output[:, :5], visual[:, :5]) and not torch.equal(output[:, 5:], visual[:, 5:])
     with torch.no_grad():
         adapter.scale.zero_()
-    assert torch.equal(adapter(visual, depth, 0, 5)[0], visual)
+    assert torch.equal(run_adapter(adapter, visual, depth, 0, 5)[0], visual)
 
 
 def test_fusion_none_ignores_depth_and_add_uses_it():
     visual, depth = random_tokens()
     no_depth = random_adapter(fusion="none").eval()
-    output, _, (_, depth_gates) = no_depth(visual, None, 0, 5, return_router_probs=True)
+    output, _, (_, depth_gates) = run_adapter(no_depth, visual, None, 0, 5, output_router_probs=True)
     assert depth_gates is None and output.shape == visual.shape
     add = random_adapter(fusion="add").eval()
-    assert not torch.equal(add(visual, depth, 0, 5)[0], add(visual, depth * 2, 0, 5)[0])
+    assert not torch.equal(run_adapter(add, visual, depth, 0, 5)[0], run_adapter(add, visual, 2 * depth, 0, 5)[0])
 
 
 def test_mismatched_depth_grid_is_a_clear_error():
     adapter = random_adapter().eval()
     visual, depth = random_tokens()
     with pytest.raises(ValueError, match="pair one-to-one"):
-        adapter(visual, depth[:, :-1], 0, 5)
+        run_adapter(adapter, visual, depth[:, :-1], 0, 5)
 
 
 def test_gradients_reach_every_adapter_parameter_in_training():
     adapter = random_adapter(top_k=2).train()
     visual, depth = random_tokens()
-    output, aux_loss = adapter(visual, depth, 1, 5)
+    output, aux_loss = run_adapter(adapter, visual, depth, 1, 5)
     (output.square().mean() + aux_loss + adapter.query_embeddings().sum()).backward()
     for name, parameter in adapter.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
@@ -201,10 +204,10 @@ def test_official_loader_rejects_unknown_and_missing_keys():
     params = {k[len("param.") :]: v for k, v in golden.items() if k.startswith("param.")}
     adapter = SpectralMoEAdapter(**GOLDEN_SIZES)
     with pytest.raises(ValueError, match="mean"):
-        adapter.load_official_state_dict({**params, "mean": torch.zeros(3)})
+        load_official_adapter_weights(adapter, {**params, "mean": torch.zeros(3)})
     del params["experts_b.1.2"]
     with pytest.raises(ValueError, match="experts_b.1.2"):
-        adapter.load_official_state_dict(params)
+        load_official_adapter_weights(adapter, params)
 
 
 def test_euclidean_distance_gradient_matches_autograd_of_the_definition():

@@ -6,9 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from modeling_spectralmoe.conversion.rein_adapter import load_official_rein_weights
 from modeling_spectralmoe.rein_adapter import ReinAdapter
 
-from .conftest import golden_tensors, random_tokens
+from .conftest import golden_tensors, random_tokens, run_adapter
 
 
 GOLDEN_SIZES = dict(num_layers=2, hidden_size=32, num_tokens=10, token_rank=4, query_dim=16)
@@ -23,11 +24,11 @@ def official_params(golden):
 def test_reproduces_released_code(depth_guided):
     golden = golden_tensors(GOLDEN_FILES[depth_guided])
     adapter = ReinAdapter(**GOLDEN_SIZES, depth_guided=depth_guided).eval()
-    adapter.load_official_state_dict(official_params(golden))
+    load_official_rein_weights(adapter, official_params(golden))
     torch.testing.assert_close(adapter.query_embeddings(), golden["query_embed"], atol=1e-5, rtol=0)
     for layer in range(2):
         depth = golden[f"layer{layer}.input_depth"] if depth_guided else None
-        output, aux_loss = adapter(golden[f"layer{layer}.input_visual"], depth, layer, 1)
+        output, aux_loss = run_adapter(adapter, golden[f"layer{layer}.input_visual"], depth, layer, 1)
         torch.testing.assert_close(output, golden[f"layer{layer}.output_visual"], atol=1e-5, rtol=0)
         assert aux_loss.shape == () and aux_loss == 0
 
@@ -59,7 +60,7 @@ def test_low_rank_path_equals_direct_form(depth_guided):
     visual, depth = random_tokens()
     with torch.no_grad():
         for layer in range(3):
-            output, _ = adapter(visual, depth, layer, 5)
+            output, _ = run_adapter(adapter, visual, depth, layer, 5)
             torch.testing.assert_close(output, direct_form(adapter, visual, depth, layer, 5), atol=1e-5, rtol=1e-5)
 
 
@@ -85,7 +86,7 @@ def test_paper_parameter_count_on_meta_device(depth_guided):
 def test_gradients_reach_every_parameter(depth_guided):
     adapter = random_adapter(depth_guided).train()
     visual, depth = random_tokens()
-    output, aux_loss = adapter(visual, depth, 1, 5)
+    output, aux_loss = run_adapter(adapter, visual, depth, 1, 5)
     (output.square().mean() + aux_loss + adapter.query_embeddings().sum()).backward()
     for name, parameter in adapter.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
@@ -95,34 +96,35 @@ def test_gradients_reach_every_parameter(depth_guided):
 def test_prefix_tokens_pass_through_and_zero_scale_is_identity(depth_guided):
     adapter = random_adapter(depth_guided).eval()
     visual, depth = random_tokens()
-    output, aux_loss, router_probs = adapter(visual, depth, 2, 5, return_router_probs=True)
-    assert router_probs == (None, None) and aux_loss.shape == () and aux_loss == 0
+    output, aux_loss, router_probs = run_adapter(adapter, visual, depth, 2, 5, output_router_probs=True)
+    assert router_probs is None and aux_loss.shape == () and aux_loss == 0
     assert torch.equal(output[:, :5], visual[:, :5]) and not torch.equal(output[:, 5:], visual[:, 5:])
     with torch.no_grad():
         adapter.scale.zero_()
-    assert torch.equal(adapter(visual, depth, 2, 5)[0], visual)
+    assert torch.equal(run_adapter(adapter, visual, depth, 2, 5)[0], visual)
 
 
 def test_depthforge_uses_depth_and_rein_ignores_it():
     visual, depth = random_tokens()
     rein = random_adapter(depth_guided=False).eval()
-    reference = rein(visual, None, 0, 5)[0]
-    assert torch.equal(rein(visual, depth, 0, 5)[0], reference)
-    assert torch.equal(rein(visual, depth * 2, 0, 5)[0], reference)
+    reference = run_adapter(rein, visual, None, 0, 5)[0]
+    assert torch.equal(run_adapter(rein, visual, depth, 0, 5)[0], reference)
+    assert torch.equal(run_adapter(rein, visual, depth * 2, 0, 5)[0], reference)
     forge = random_adapter(depth_guided=True).eval()
-    assert not torch.equal(forge(visual, depth, 0, 5)[0], forge(visual, depth * 2, 0, 5)[0])
+    doubled = run_adapter(forge, visual, depth * 2, 0, 5)[0]
+    assert not torch.equal(run_adapter(forge, visual, depth, 0, 5)[0], doubled)
     # Only the depth patch tokens count, paired by position after the depth prefix.
     shifted = torch.cat([depth[:, :1] + 1, depth[:, 1:]], dim=1)
-    assert torch.equal(forge(visual, depth, 0, 5)[0], forge(visual, shifted, 0, 5)[0])
+    assert torch.equal(run_adapter(forge, visual, depth, 0, 5)[0], run_adapter(forge, visual, shifted, 0, 5)[0])
 
 
 def test_depthforge_needs_a_paired_depth_grid():
     adapter = random_adapter(depth_guided=True).eval()
     visual, depth = random_tokens()
     with pytest.raises(ValueError, match="pair one-to-one"):
-        adapter(visual, depth[:, :-1], 0, 5)
+        run_adapter(adapter, visual, depth[:, :-1], 0, 5)
     with pytest.raises(ValueError, match="depth_hidden_states"):
-        adapter(visual, None, 0, 5)
+        run_adapter(adapter, visual, None, 0, 5)
 
 
 def test_official_loader_names_unknown_and_missing_keys():
@@ -130,10 +132,10 @@ def test_official_loader_names_unknown_and_missing_keys():
     params = official_params(golden)
     adapter = ReinAdapter(**GOLDEN_SIZES)
     with pytest.raises(ValueError, match="mean"):
-        adapter.load_official_state_dict({**params, "mean": torch.zeros(3)})
+        load_official_rein_weights(adapter, {**params, "mean": torch.zeros(3)})
     del params["mlp_delta_f.bias"]
     with pytest.raises(ValueError, match="mlp_delta_f.bias"):
-        adapter.load_official_state_dict(params)
+        load_official_rein_weights(adapter, params)
 
 
 def test_official_loader_maps_every_key_and_rejects_wrong_shapes():
@@ -147,12 +149,12 @@ def test_official_loader_maps_every_key_and_rejects_wrong_shapes():
            for part in ("weight", "bias")},
     }
     fresh = ReinAdapter(num_layers=3, hidden_size=16, num_tokens=6, token_rank=3, query_dim=8)
-    fresh.load_official_state_dict(params)
+    load_official_rein_weights(fresh, params)
     assert torch.equal(fresh.tokens_a, params["learnable_tokens_a"]) and fresh.scale == 0.25
     assert torch.equal(fresh.merge.bias, params["merge.bias"])
     wrong = ReinAdapter(num_layers=2, hidden_size=16, num_tokens=6, token_rank=3, query_dim=8)
     with pytest.raises(ValueError, match="learnable_tokens_a"):
-        wrong.load_official_state_dict(params)
+        load_official_rein_weights(wrong, params)
 
 
 @pytest.mark.parametrize("adapter_type", ["rein", "depthforge"])
@@ -176,7 +178,7 @@ def test_initialisation():
     assert adapter.tokens_a.abs().max() <= 1 / math.sqrt(4) and adapter.tokens_a.std() > 0.2
     visual, depth = random_tokens()
     # B = 0: every token is 0, the scores are uniform and the adjustment is (m-1)/m of token2feat's bias.
-    output, _ = adapter(visual, depth, 0, 5)
+    output, _ = run_adapter(adapter, visual, depth, 0, 5)
     x = visual[:, 5:]
     expected = x + 1e-3 * adapter.delta_f(adapter.token2feat.bias * 49 / 50 + x)
     torch.testing.assert_close(output[:, 5:], expected)

@@ -37,7 +37,7 @@ from modeling_spectralmoe.training_utils.data import ProcessorCollator, Segmenta
 from modeling_spectralmoe.training_utils.evaluation import (
     EvaluationConfig, check_dataset_matches_model, evaluate_split,
 )
-from modeling_spectralmoe.training_utils.optimization import build_optimizer, no_weight_decay_names
+from modeling_spectralmoe.training_utils.optimization import build_optimizer
 from modeling_spectralmoe.training_utils.plots import DOMAIN_CHART, PREDICTIONS, display_rgb
 from modeling_spectralmoe.training_utils.router_diagnostics import router_statistics
 from modeling_spectralmoe.training_utils.run_config import load_run_config
@@ -248,7 +248,7 @@ def test_preset_loads_and_builds_the_paper_model_on_meta(name):
 def test_no_weight_decay_group_is_exactly_the_recipe(tiny_encoders):
     model = SpectralMoEForSemanticSegmentation(tiny_config(*tiny_encoders))
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-    exempt = no_weight_decay_names(model)
+    exempt = model.no_weight_decay()
     print("no weight decay:", *sorted(exempt), sep="\n  ")
 
     # Issue 4, item 2: expert token factors, gate and noise weights, the adapter scale, ...

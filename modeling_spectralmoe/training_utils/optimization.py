@@ -1,38 +1,15 @@
-"""The optimisation recipe of SPEC §5: AdamW with selective weight decay and a poly schedule without warm-up."""
+"""The authors' optimisation recipe: AdamW with selective weight decay and a poly schedule without warm-up."""
 
 import torch
 from torch import nn
 
 
-NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
-# Adapter parameters that the authors' config exempts from weight decay: expert token factors, routers, scale (and
-# the token factors of the Rein / DepthForge baselines).
-ADAPTER_NO_DECAY = ("experts_a", "experts_b", "gate_prototypes", "noise_weights", "scale", "tokens_a", "tokens_b")
-# Learned embeddings of the decoder: query features and level embeddings (the query positions come from the adapter).
-EMBEDDING_NO_DECAY = ("queries_features", "query_feat", "level_embed", "query_position")
-
-
-def no_weight_decay_names(model: nn.Module) -> set[str]:
-    """Names of the trainable parameters that get no weight decay: expert token factors, gate and noise weights, the
-    adapter scale, every normalisation layer's weight and bias, and the decoder's query and level embeddings."""
-    names = set()
-    for module_name, module in model.named_modules():
-        for parameter_name, parameter in module.named_parameters(recurse=False):
-            full_name = f"{module_name}.{parameter_name}" if module_name else parameter_name
-            if not parameter.requires_grad:
-                continue
-            is_adapter_factor = full_name.startswith("adapter.") and parameter_name in ADAPTER_NO_DECAY
-            is_embedding = any(part in full_name.split(".") for part in EMBEDDING_NO_DECAY)
-            if isinstance(module, NORM_LAYERS) or is_adapter_factor or is_embedding:
-                names.add(full_name)
-    return names
-
-
 def build_optimizer(
     model: nn.Module, learning_rate: float = 1e-4, weight_decay: float = 0.05, betas=(0.9, 0.999)
 ) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, with the exemptions of `no_weight_decay_names`."""
-    exempt = no_weight_decay_names(model)
+    """AdamW over the trainable parameters; those the model's modules declare (`model.no_weight_decay()`: expert
+    token factors, routers, the residual scale, normalisation layers, query and level embeddings) get no decay."""
+    exempt = model.no_weight_decay()
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for name, p in trainable if name not in exempt], "weight_decay": weight_decay},

@@ -181,7 +181,7 @@ class Trainer:
         for batch in batches:
             with accelerator.accumulate(self.model):
                 diagnose = self._diagnostics_due()
-                outputs = self.model(**batch, output_router_logits=diagnose)
+                outputs = self.model(**batch, output_router_probs=diagnose)
                 accelerator.backward(outputs.loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -313,7 +313,7 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         batch = ProcessorCollator(self.processor)([SegmentationSplit(self.dataset[split])[0]])
         with torch.no_grad():
-            outputs = model(pixel_values=batch["pixel_values"], output_router_logits=True)
+            outputs = model(pixel_values=batch["pixel_values"], output_router_probs=True)
         if outputs.visual_router_probs is None:  # baselines route nothing
             return
         patch = model.visual_encoder.patch_size
