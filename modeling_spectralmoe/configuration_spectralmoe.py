@@ -25,6 +25,29 @@ def default_out_indices(num_layers: int) -> list[int]:
     return [max(0, index) for index in ends]
 
 
+# What the depth model's R, G, B inputs stand for: band names, and the centres (micrometres) of the visible bands.
+RGB_NAMES = (("r", "red"), ("g", "green"), ("b", "blue"))
+RGB_WAVELENGTHS_UM = (0.665, 0.56, 0.49)
+RGB_MAX_OFFSET_UM = 0.05  # beyond this the nearest band is no longer "red", "green" or "blue"
+
+
+def rgb_band_indices(band_names: list[str] | None = None, wavelengths: list[float] | None = None) -> list[int] | None:
+    """Indices of the R, G, B bands: by name (`R`/`Red`, `G`/`Green`, `B`/`Blue`, any case), else the bands whose
+    centres lie nearest 665, 560 and 490 nm (each within 50 nm), else `None`."""
+    if band_names:
+        lowered = [name.strip().lower() for name in band_names]
+        found = [next((i for i, name in enumerate(lowered) if name in aliases), None) for aliases in RGB_NAMES]
+        if None not in found:
+            return found
+    if wavelengths:
+        bands = range(len(wavelengths))
+        nearest = [min(bands, key=lambda i: abs(wavelengths[i] - centre)) for centre in RGB_WAVELENGTHS_UM]
+        offsets = [abs(wavelengths[i] - centre) for i, centre in zip(nearest, RGB_WAVELENGTHS_UM)]
+        if max(offsets) <= RGB_MAX_OFFSET_UM and len(set(nearest)) == 3:
+            return nearest
+    return None
+
+
 def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
     """Turns a serialized sub-config (dict with `model_type`) back into its config class."""
     if value is None or isinstance(value, PreTrainedConfig):
@@ -63,8 +86,10 @@ class SpectralMoEConfig(PreTrainedConfig):
             Name of each input band (e.g. `["NIR", "R", "G", "B"]`); one per band.
         wavelengths (`list[float]`, *optional*):
             Central wavelength of each band in micrometres; required by DOFA, one per band.
-        depth_rgb_bands (`list[int]`, *optional*, defaults to `[0, 1, 2]`):
-            Indices of the bands fed to the depth encoder as R, G, B (after normalisation).
+        depth_rgb_bands (`list[int]`, *optional*):
+            Indices of the bands fed to the depth encoder as R, G, B (after normalisation). Defaults to the bands
+            named R, G, B, else those nearest 665, 560 and 490 nm when `wavelengths` are given, else `[0, 1, 2]` for
+            3-band input; any other input that feeds a depth encoder must name them.
         patch_embed_expansion (`str`, *optional*, defaults to `"cyclic"`):
             How a DINOv3 RGB patch kernel is widened to `num_channels` bands: `"cyclic"` (band c takes RGB kernel
             c mod 3, authors' code) or `"mean"` (every band takes the RGB mean times 3 / C).
@@ -157,7 +182,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     num_channels: int | None = None
     band_names: list[str] | None = None
     wavelengths: list[float] | None = None
-    depth_rgb_bands: list[int] | tuple[int, ...] = (0, 1, 2)
+    depth_rgb_bands: list[int] | tuple[int, ...] | None = None
     patch_embed_expansion: str = "cyclic"
     depth_grid_alignment: str = "resample_patch_embed"
     depth_position_interpolation: str = "dinov2"
@@ -194,12 +219,16 @@ class SpectralMoEConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        self.depth_rgb_bands = list(self.depth_rgb_bands)
+        if self.depth_rgb_bands is None:
+            self.depth_rgb_bands = rgb_band_indices(self.band_names, self.wavelengths)
+        self.depth_rgb_bands = list(self.depth_rgb_bands) if self.depth_rgb_bands is not None else None
         if self.num_expert_tokens is None or self.num_queries is None:
             count = self.num_expert_tokens or self.num_queries or DEFAULT_NUM_QUERIES
             self.num_expert_tokens = self.num_queries = count
         if self.num_channels is None:
             self.num_channels = len(self.band_names or self.wavelengths or "RGB")
+        if self.depth_rgb_bands is None and self.num_channels == 3:
+            self.depth_rgb_bands = [0, 1, 2]
         if self.id2label is not None and self.label2id is None:
             self.label2id = {name: index for index, name in self.id2label.items()}
         if not self.uses_depth:
@@ -262,6 +291,11 @@ class SpectralMoEConfig(PreTrainedConfig):
         if self.uses_dofa and self.wavelengths is None:
             raise ValueError("A DOFA visual encoder needs `wavelengths` (micrometres, one per band); found None.")
         if self.uses_depth:
+            if self.depth_rgb_bands is None:
+                raise ValueError(
+                    f"The depth encoder needs the R, G, B bands of the {self.num_channels} input bands: none is named "
+                    "R, G or B and no wavelengths lie near 665, 560, 490 nm. Set `depth_rgb_bands` (3 indices)."
+                )
             if len(self.depth_rgb_bands) != 3:
                 raise ValueError(f"`depth_rgb_bands` must name 3 bands (R, G, B), found {self.depth_rgb_bands}.")
             out_of_range = [i for i in self.depth_rgb_bands if not 0 <= i < self.num_channels]

@@ -43,6 +43,9 @@ class FrozenVisualEncoder(nn.Module):
     adapter to the depth layer feeding it (every layer, the same index, for a plain ViT).
     """
 
+    # Whether the patch embedding is generated from the bands' wavelengths, so any band set can be fed per call.
+    wavelength_conditioned = False
+
     def __init__(self, config: SpectralMoEConfig):
         super().__init__()
         self.config = config
@@ -86,8 +89,9 @@ class DINOv3VisualEncoder(FrozenVisualEncoder):
         """The encoder's blocks (a property, so they are registered once, under `model`)."""
         return self.model.model.layer
 
-    def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Tokens (B, P + N, D) after the patch embedding, and the keyword arguments of every layer."""
+    def embed(self, pixel_values: torch.Tensor, wavelengths=None) -> tuple[torch.Tensor, dict]:
+        """Tokens (B, P + N, D) after the patch embedding, and the keyword arguments of every layer (`wavelengths`
+        is for wavelength-conditioned families; the kernel here is fixed to the configured bands)."""
         tokens = self.model.embeddings(pixel_values)
         return tokens, {"position_embeddings": self.rope_position_embeddings(pixel_values)}
 
@@ -115,7 +119,10 @@ class DINOv3VisualEncoder(FrozenVisualEncoder):
 
 
 class DOFAVisualEncoder(FrozenVisualEncoder):
-    """DOFA: the patch kernel is generated from the bands' wavelengths; cls token only."""
+    """DOFA: the patch kernel is generated from the bands' wavelengths (the configured ones, or any per call); cls
+    token only."""
+
+    wavelength_conditioned = True
 
     def __init__(self, config: SpectralMoEConfig):
         super().__init__(config)
@@ -128,8 +135,8 @@ class DOFAVisualEncoder(FrozenVisualEncoder):
     def layers(self) -> nn.ModuleList:
         return self.model.layers
 
-    def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        return self.model.embeddings(pixel_values, self.wavelengths), {}
+    def embed(self, pixel_values: torch.Tensor, wavelengths=None) -> tuple[torch.Tensor, dict]:
+        return self.model.embeddings(pixel_values, self.wavelengths if wavelengths is None else wavelengths), {}
 
     def load_pretrained(self, name_or_path: str) -> None:
         load_dofa_weights(self.model, name_or_path)

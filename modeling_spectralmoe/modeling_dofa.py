@@ -157,6 +157,7 @@ class DOFAPatchEmbeddings(nn.Module):
         self.wavelength_embed_dim = config.wavelength_embed_dim
         self.wavelength_mlp = DOFAWavelengthMLP(config.wavelength_embed_dim)
         self.weight_generator = DOFAWeightGenerator(config)
+        self._cached_weights = {}
 
     def generate_weights(self, wavelengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Conv kernel `(D, C, k, k)` and bias `(D,)` for bands centred at `wavelengths` `(C,)` (micrometres)."""
@@ -166,6 +167,17 @@ class DOFAPatchEmbeddings(nn.Module):
         flat_kernels, bias = self.weight_generator(features)
         kernel = flat_kernels.view(-1, self.patch_size, self.patch_size, self.hidden_size).permute(3, 0, 1, 2)
         return kernel * GENERATED_WEIGHT_SCALE, bias * GENERATED_WEIGHT_SCALE
+
+    def cached_weights(self, wavelengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`generate_weights`, reused per wavelength set while the generator is frozen and in eval mode: a frozen
+        encoder over the windows of a scene would otherwise rerun the generator for every batch. The key holds each
+        parameter's identity and version, so loading or editing weights invalidates it."""
+        if self.training or any(parameter.requires_grad for parameter in self.parameters()):
+            return self.generate_weights(wavelengths)
+        key = (tuple(wavelengths.tolist()), wavelengths.device, *((id(p), p._version) for p in self.parameters()))
+        if key not in self._cached_weights:
+            self._cached_weights = {key: self.generate_weights(wavelengths)}  # one sensor at a time: keep the last
+        return self._cached_weights[key]
 
     def forward(self, pixel_values: torch.Tensor, wavelengths: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """
@@ -177,7 +189,7 @@ class DOFAPatchEmbeddings(nn.Module):
             patch tokens `(B, h * w, D)` (row-major) and the grid `(h, w)`, with
             `h = (H + 2 * padding - k) // k + 1` (likewise `w`).
         """
-        kernel, bias = self.generate_weights(wavelengths)
+        kernel, bias = self.cached_weights(wavelengths)
         patches = F.conv2d(pixel_values.to(kernel.dtype), kernel, bias, stride=self.patch_size, padding=self.padding)
         return patches.flatten(2).transpose(1, 2), tuple(patches.shape[-2:])
 

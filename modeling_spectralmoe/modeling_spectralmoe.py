@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration_spectralmoe import SpectralMoEConfig
+from .configuration_spectralmoe import SpectralMoEConfig, rgb_band_indices
 from .frozen_baseline_adapter import FrozenBaselineAdapter
 from .frozen_encoders import FrozenDepthEncoder, build_visual_encoder
 from .mask2former_head import SpectralMoEMask2FormerHead
@@ -141,6 +141,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        wavelengths: list[float] | torch.Tensor | None = None,
+        band_names: list[str] | None = None,
         output_router_probs: bool = False,
         output_logits: bool | None = None,
         return_dict: bool | None = None,
@@ -152,6 +154,12 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
                 Normalised bands (see [`SpectralMoEImageProcessor`]); height and width multiples of the patch size.
             labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
                 Class index per pixel, 255 = ignore.
+            wavelengths (`list[float]` or `torch.Tensor` of shape `(num_channels,)`, *optional*):
+                Central wavelength (micrometres) of each band of this batch, for a sensor other than the configured
+                one; wavelength-conditioned encoders (DOFA) only. Defaults to `config.wavelengths`.
+            band_names (`list[str]`, *optional*):
+                Names of this batch's bands; with `wavelengths`, they pick the depth encoder's R, G, B bands (else
+                the bands nearest 665, 560, 490 nm do).
             output_router_probs (`bool`, *optional*, defaults to `False`):
                 Also return every adapted layer's gate probabilities of both modalities.
             output_logits (`bool`, *optional*):
@@ -162,13 +170,16 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_logits = not self.training if output_logits is None else output_logits
-        self._check_pixel_values(pixel_values)
+        bands = self._band_setup(wavelengths, band_names)
+        self._check_pixel_values(pixel_values, bands["num_channels"])
         if labels is not None and labels.shape != (pixel_values.shape[0], *pixel_values.shape[-2:]):
             raise ValueError(
                 f"labels must have shape (batch, height, width) = {(pixel_values.shape[0], *pixel_values.shape[-2:])} "
                 f"to match pixel_values, found {tuple(labels.shape)}."
             )
-        features, aux_loss, visual_gates, depth_gates = self.encode(pixel_values, output_router_probs)
+        features, aux_loss, visual_gates, depth_gates = self.encode(
+            pixel_values, output_router_probs, bands["wavelengths"], bands["depth_rgb_bands"]
+        )
         head_outputs = self.decode_head(features, self.adapter.query_embeddings())
         logits = None
         if output_logits:
@@ -189,12 +200,38 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
-        """Clear errors for inputs the frozen encoders would silently misread."""
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            bands = f" ({', '.join(self.config.band_names)})" if self.config.band_names else ""
+    def _band_setup(self, wavelengths, band_names) -> dict:
+        """The band count, encoder wavelengths and depth bands of this call: the config's, or those of the per-call
+        band set (wavelength-conditioned encoders only)."""
+        config = self.config
+        if wavelengths is None and band_names is None:
+            return {"num_channels": config.num_channels, "wavelengths": None, "depth_rgb_bands": config.depth_rgb_bands}
+        if wavelengths is None:
+            raise ValueError("Per-call `band_names` need their `wavelengths` (micrometres, one per band).")
+        wavelengths = [float(value) for value in wavelengths]
+        if not self.visual_encoder.wavelength_conditioned and wavelengths != list(config.wavelengths or []):
             raise ValueError(
-                f"Expected pixel_values of shape (batch, {self.config.num_channels}, height, width){bands}, "
+                f"This model's {config.backbone_config.model_type} encoder has a patch kernel fixed to its "
+                f"{config.num_channels} trained bands; per-call wavelengths need a wavelength-conditioned encoder "
+                "(DOFA)."
+            )
+        if band_names is not None and len(band_names) != len(wavelengths):
+            raise ValueError(f"Got {len(band_names)} band names for {len(wavelengths)} wavelengths.")
+        depth_rgb_bands = rgb_band_indices(band_names, wavelengths)
+        if depth_rgb_bands is None and self.depth_encoder is not None:
+            raise ValueError(
+                f"No R, G, B bands for the depth encoder among wavelengths {wavelengths}: name them R, G, B in "
+                "`band_names` or include bands near 665, 560 and 490 nm."
+            )
+        return {"num_channels": len(wavelengths), "wavelengths": wavelengths, "depth_rgb_bands": depth_rgb_bands}
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor, num_channels: int) -> None:
+        """Clear errors for inputs the frozen encoders would silently misread."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
+            bands = f" ({', '.join(self.config.band_names)})" if self.config.band_names else ""
+            bands = bands if num_channels == self.config.num_channels else " (the per-call bands)"
+            raise ValueError(
+                f"Expected pixel_values of shape (batch, {num_channels}, height, width){bands}, "
                 f"found {tuple(pixel_values.shape)}."
             )
         patch = self.visual_encoder.patch_size
@@ -207,9 +244,10 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         if not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contain NaN or infinite values; mark no-data pixels in the image processor.")
 
-    def encode(self, pixel_values: torch.Tensor, output_router_probs: bool = False):
+    def encode(self, pixel_values: torch.Tensor, output_router_probs: bool = False, wavelengths=None,
+               depth_rgb_bands: list[int] | None = None):
         """Runs the frozen visual layers with the adapter after each layer the encoder declares
-        (`adapter_sites`), on the patch tokens only.
+        (`adapter_sites`), on the patch tokens only. `wavelengths` and `depth_rgb_bands` default to the config's.
 
         Returns:
             `(features, aux_loss, visual_gates, depth_gates)`: the four feature maps of `out_indices`, each
@@ -217,10 +255,10 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
             `output_router_probs`, every adapted layer's gates (B, N, E) of each modality (empty lists otherwise).
         """
         encoder, config = self.visual_encoder, self.config
-        depth_patches = self._depth_patches(pixel_values)
+        depth_patches = self._depth_patches(pixel_values, depth_rgb_bands or config.depth_rgb_bands)
         grid = (pixel_values.shape[-2] // encoder.patch_size, pixel_values.shape[-1] // encoder.patch_size)
         prefix_length = encoder.num_prefix_tokens
-        hidden_states, layer_kwargs = encoder.embed(pixel_values)
+        hidden_states, layer_kwargs = encoder.embed(pixel_values, wavelengths)
         selected, aux_losses, visual_gates, depth_gates = {}, [], [], []
         for index in range(len(encoder.layers)):
             hidden_states = self._run_frozen_layer(index, hidden_states, layer_kwargs)
@@ -244,13 +282,13 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else pixel_values.new_zeros(())
         return features, aux_loss, visual_gates, depth_gates
 
-    def _depth_patches(self, pixel_values: torch.Tensor) -> list[torch.Tensor] | None:
-        """The depth encoder's patch tokens of every layer (its prefix tokens removed), or `None` when the adapter
-        uses no depth."""
+    def _depth_patches(self, pixel_values: torch.Tensor, rgb_bands: list[int]) -> list[torch.Tensor] | None:
+        """The depth encoder's patch tokens of every layer (its prefix tokens removed) for the bands `rgb_bands`, or
+        `None` when the adapter uses no depth."""
         if self.depth_encoder is None or not self.adapter.uses_depth:
             return None
         prefix_length = self.depth_encoder.num_prefix_tokens
-        return [tokens[:, prefix_length:] for tokens in self.depth_encoder(pixel_values[:, self.config.depth_rgb_bands])]
+        return [tokens[:, prefix_length:] for tokens in self.depth_encoder(pixel_values[:, rgb_bands])]
 
     def _run_frozen_layer(self, index: int, hidden_states: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         if self.config.frozen_activation_checkpointing and torch.is_grad_enabled():

@@ -249,3 +249,33 @@ def test_hub_file_names_split_into_repo_and_filename(tiny_model, tmp_path, monke
     assert calls == [("earthflow/DOFA", "DOFA_ViT_large_e100.pth")]
     with pytest.raises(ValueError, match="owner/repo/filename"):
         load_dofa_weights(tiny_model, "not-a-local-path")
+
+
+def test_frozen_eval_encoder_caches_kernels_per_wavelength_set(tiny_model):
+    embeddings = tiny_model.embeddings.patch_embeddings
+    calls = []
+    handle = embeddings.weight_generator.register_forward_hook(lambda *args: calls.append(1))
+    pixel_values = torch.randn(1, 4, 32, 32)
+    gf2, flair = SENSOR_WAVELENGTHS["gf2_nrgb"], SENSOR_WAVELENGTHS["flair_rgbn"]
+    try:
+        tiny_model.requires_grad_(False)
+        first = tiny_model(pixel_values, gf2).last_hidden_state
+        torch.testing.assert_close(tiny_model(pixel_values, gf2).last_hidden_state, first, rtol=0, atol=0)
+        assert len(calls) == 1  # generated once for the set
+        tiny_model(pixel_values, flair)
+        assert len(calls) == 2  # another sensor regenerates
+        bias = embeddings.weight_generator.bias_head.bias
+        original = bias.detach().clone()
+        with torch.no_grad():
+            bias.add_(1.0)  # edited weights invalidate the cache
+        changed = tiny_model(pixel_values, gf2).last_hidden_state
+        assert len(calls) == 3 and not torch.equal(changed, first)
+        with torch.no_grad():
+            bias.copy_(original)
+        tiny_model.requires_grad_(True)  # trainable generator: never cached
+        tiny_model(pixel_values, gf2)
+        tiny_model(pixel_values, gf2)
+        assert len(calls) == 5
+    finally:
+        handle.remove()
+        tiny_model.requires_grad_(True)

@@ -10,6 +10,8 @@ from modeling_spectralmoe import (
     DOFAConfig, DOFAModel, SpectralMoEConfig, SpectralMoEForSemanticSegmentation, SpectralMoEImageProcessor,
 )
 
+from modeling_spectralmoe.configuration_spectralmoe import rgb_band_indices
+
 from .conftest import TINY_LABELS, randomize_adapter, real_data_dir, tiny_config
 
 
@@ -105,3 +107,54 @@ def test_pipeline_segments_a_real_potsdam_tile(tiny_encoders, tmp_path):
         assert isinstance(annotation["mask"], Image.Image) and annotation["mask"].size == (96, 80)
         coverage += np.asarray(annotation["mask"]) > 0
     assert (coverage == 1).all()  # every pixel belongs to exactly one class mask
+
+
+@pytest.mark.parametrize(
+    "band_names, wavelengths, expected",
+    [
+        (["NIR", "R", "G", "B"], None, [1, 2, 3]),
+        (["blue", "Green", "RED", "nir"], None, [2, 1, 0]),
+        (None, GF2_WAVELENGTHS, [1, 2, 3]),
+        (None, WHU_OHS_WAVELENGTHS, [13, 6, 2]),  # nearest 665, 560, 490 nm, not the three bluest
+        (["B1", "B2", "B3", "B4"], [0.83, 0.94, 1.61, 2.19], None),  # no visible band within 50 nm
+    ],
+    ids=["names", "names-any-case", "gf2-wavelengths", "whu-ohs-wavelengths", "no-visible-band"],
+)
+def test_rgb_bands_come_from_names_or_wavelengths(band_names, wavelengths, expected):
+    assert rgb_band_indices(band_names, wavelengths) == expected
+
+
+def test_bad_input_07_hyperspectral_without_rgb_names_feeds_visible_bands_to_depth(tiny_dofa, tiny_encoders):
+    config = tiny_config(tiny_dofa, tiny_encoders[1], num_channels=32, wavelengths=WHU_OHS_WAVELENGTHS)
+    assert config.depth_rgb_bands == [13, 6, 2]
+    with pytest.raises(ValueError, match="Set `depth_rgb_bands`"):
+        tiny_config(*tiny_encoders, num_channels=5, band_names=["C1", "C2", "C3", "C4", "C5"])
+
+
+def test_per_call_wavelengths_serve_another_sensor(tiny_dofa, tiny_encoders):
+    """A model trained on 4 GF-2 bands runs on a 12-band Sentinel-2 tile given its own wavelengths."""
+    model = SpectralMoEForSemanticSegmentation(
+        tiny_config(tiny_dofa, tiny_encoders[1], num_channels=4, wavelengths=GF2_WAVELENGTHS)
+    )
+    model.load_pretrained_encoders()
+    randomize_adapter(model)
+    model.eval()
+    sentinel2 = [0.443, 0.49, 0.56, 0.665, 0.705, 0.74, 0.783, 0.842, 0.865, 0.945, 1.61, 2.19]
+    tile = torch.randn(1, 12, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(pixel_values=tile, wavelengths=sentinel2).logits
+        permutation = torch.randperm(12, generator=torch.Generator().manual_seed(1))
+        permuted_wavelengths = [sentinel2[i] for i in permutation]
+        both_permuted = model(pixel_values=tile[:, permutation], wavelengths=permuted_wavelengths).logits
+        only_wavelengths = model(pixel_values=tile, wavelengths=permuted_wavelengths).logits
+    assert logits.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(both_permuted, logits, atol=1e-4, rtol=0)  # bands travel with their wavelengths
+    assert (only_wavelengths - logits).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"shape \(batch, 12, height, width\)"):
+        model(pixel_values=tile[:, :4], wavelengths=sentinel2)
+
+
+def test_per_call_wavelengths_need_a_wavelength_conditioned_encoder(tiny_encoders):
+    model = SpectralMoEForSemanticSegmentation(tiny_config(*tiny_encoders))
+    with pytest.raises(ValueError, match="wavelength-conditioned encoder"):
+        model(pixel_values=torch.randn(1, 4, 32, 32), wavelengths=GF2_WAVELENGTHS)

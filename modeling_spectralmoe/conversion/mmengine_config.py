@@ -44,9 +44,12 @@ def parse_config_text(text: str) -> dict:
         raise ValueError(f"The checkpoint's config text is not an mmengine config: {error}") from error
     config = {}
     for statement in tree.body:
-        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+        if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
+            continue
+        target = statement.targets[0]
+        if isinstance(target, ast.Name):
             try:
-                config[statement.targets[0].id] = _literal(statement.value)
+                config[target.id] = _literal(statement.value)
             except _UnsupportedExpression:
                 continue
     return config

@@ -97,7 +97,7 @@ def _field(values: dict, path: str):
 def visual_encoder_config(backbone: dict) -> DINOv3ViTConfig:
     """transformers' DINOv3 config of the authors' `DepthMoEDinoVisionTransformerV3` settings."""
     if backbone.get("type") != SUPPORTED_BACKBONE:
-        raise ValueError(f"Only {SUPPORTED_BACKBONE} releases can be converted, found backbone {backbone.get('type')!r}.")
+        raise ValueError(f"Only {SUPPORTED_BACKBONE} releases convert, found backbone {backbone.get('type')!r}.")
     unsupported = {
         "ffn_layer": ("mlp",), "pos_embed_rope_normalize_coords": ("separate",),
         "norm_layer": tuple(LAYER_NORM_EPS), "untie_global_and_local_cls_norm": (False,),
@@ -137,7 +137,7 @@ def _adapter_fields(moe: dict, head: dict) -> dict:
     if len(ranks) != 1:
         raise ValueError(f"Experts of different ranks ({moe['lora_dims']}) are not supported.")
     if moe["query_dims"] != head["feat_channels"]:
-        raise ValueError(f"depthmoe query_dims {moe['query_dims']} != decode_head feat_channels {head['feat_channels']}.")
+        raise ValueError(f"depthmoe query_dims {moe['query_dims']} != head feat_channels {head['feat_channels']}.")
     return dict(
         adapter_type="spectralmoe", num_experts=moe["num_experts"], top_k=moe["top_k"], expert_rank=ranks.pop(),
         num_expert_tokens=moe["token_length"], gating=moe.get("gating", "laplace"),
@@ -294,7 +294,7 @@ def release_model_card(config: SpectralMoEConfig, released: Checkpoint, checkpoi
     meta = released.meta
     provenance = (
         f"Converted from the authors' released checkpoint `{Path(checkpoint_path).name}` (experiment "
-        f"`{meta.get('experiment_name', '?')}`, iteration {meta.get('iter', '?')}) with `spectralmoe-convert-official`. "
+        f"`{meta.get('experiment_name', '?')}`, iteration {meta.get('iter', '?')}) by `spectralmoe-convert-official`. "
         "It keeps the released code's numerics (`perceptual_map=\"official_sum_product\"`, "
         "`fusion=\"official_diagonal\"`). Scores reported for it are the authors'; this folder has not been "
         "re-evaluated."
