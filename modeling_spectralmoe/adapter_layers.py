@@ -24,3 +24,30 @@ def pooled_query_embeddings(banks: torch.Tensor, transform: nn.Linear, merge: nn
     queries = transform(banks)
     pooled = torch.stack([queries.max(0).values, queries.mean(0), queries[-1]], dim=-1)  # (m, Q, 3)
     return merge(pooled.flatten(-2))
+
+
+def token_bank_update(
+    features: torch.Tensor,
+    tokens: torch.Tensor,
+    token2feat: nn.Linear,
+    delta_f: nn.Linear,
+    score_scale: float,
+    normalise_scores: bool = False,
+) -> torch.Tensor:
+    """Rein's token attention in its direct form, as SET and FADA use it on transformed features:
+    `delta_f(softmax(x T^T / score_scale)[..., 1:] @ token2feat(T[1:]) + x)`.
+
+    With `normalise_scores`, the scores are instance-normalised over the m tokens first (biased variance, eps 1e-5),
+    as SET's amplitude branch and FADA's high-frequency branch do.
+    """
+    scores = features @ tokens.t()
+    if normalise_scores:
+        mean, variance = scores.mean(-1, keepdim=True), scores.var(-1, unbiased=False, keepdim=True)
+        scores = (scores - mean) / torch.sqrt(variance + 1e-5)
+    weights = torch.softmax(scores / score_scale, dim=-1)[..., 1:]  # token 0 is the "no change" slot
+    return delta_f(weights @ token2feat(tokens[1:]) + features)
+
+
+def official_token_bound(patch_size: int, width: int) -> float:
+    """Bound of the uniform initialisation Rein-family code gives its token factors: `sqrt(6 / (3 p^2 + width))`."""
+    return math.sqrt(6.0 / (3 * patch_size**2 + width))

@@ -8,7 +8,7 @@ from .configuration_dofa import DOFAConfig
 from .encoder_checkpoints import known_encoder_config
 
 
-ADAPTER_TYPES = ("spectralmoe", "rein", "depthforge", "frozen")
+ADAPTER_TYPES = ("spectralmoe", "rein", "depthforge", "frozen", "set", "fada")
 GATINGS = ("laplace", "softmax", "gaussian")
 PERCEPTUAL_MAPS = ("dot_product", "official_sum_product")
 FUSIONS = ("cross_attention", "official_diagonal", "add", "none")
@@ -102,10 +102,12 @@ class SpectralMoEConfig(PreTrainedConfig):
             code: bicubic with scale factor (grid + 0.1) / table side, no antialias) or `"transformers"` (bicubic
             resize straight to the grid, as `Dinov2Embeddings` does).
         adapter_type (`str`, *optional*, defaults to `"spectralmoe"`):
-            The plug-in after every frozen layer: `"spectralmoe"` (the dual-gated MoE), or the paper's baselines
-            `"rein"` (one low-rank token bank per layer, no depth), `"depthforge"` (Rein whose token scores also
-            take the depth tokens') and `"frozen"` (no adapter: only the head and a learned query position table
-            train). Rein and DepthForge use `num_expert_tokens`, `expert_rank` and `adapter_scale_init`.
+            The plug-in after every frozen layer: `"spectralmoe"` (the dual-gated MoE), or the paper's comparison
+            methods `"rein"` (one low-rank token bank per layer, no depth), `"depthforge"` (Rein whose token scores
+            also take the depth tokens'), `"set"` (Rein tokens on the phase and amplitude of an FFT over batch and
+            channels, official code), `"fada"` (Rein tokens on a Haar split of the tokens' memory layout, official
+            code) and `"frozen"` (no adapter: only the head and a learned query position table train). The token
+            methods use `num_expert_tokens`, `expert_rank` and `adapter_scale_init`.
         out_indices (`list[int]`, *optional*):
             0-based visual layers whose adapted patch tokens feed the decoder at strides 4, 8, 16, 32. Defaults to
             7, 11, 15, 23 for 24 layers and 3, 5, 7, 11 for 12.

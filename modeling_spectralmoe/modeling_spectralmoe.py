@@ -12,10 +12,12 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTraine
 from transformers.utils import ModelOutput
 
 from .configuration_spectralmoe import SpectralMoEConfig, rgb_band_indices
+from .fada_adapter import FADAAdapter
 from .frozen_baseline_adapter import FrozenBaselineAdapter
 from .frozen_encoders import FrozenDepthEncoder, build_visual_encoder
 from .mask2former_head import SpectralMoEMask2FormerHead
 from .rein_adapter import ReinAdapter
+from .set_adapter import SETAdapter
 from .spectralmoe_adapter import SpectralMoEAdapter
 
 
@@ -23,6 +25,7 @@ FROZEN_PREFIXES = ("visual_encoder.", "depth_encoder.")
 FEATURE_SCALES = (4.0, 2.0, 1.0, 0.5)  # strides 4, 8, 16, 32 from the patch-16 grid
 ADAPTERS = {
     "spectralmoe": SpectralMoEAdapter, "rein": ReinAdapter, "depthforge": ReinAdapter, "frozen": FrozenBaselineAdapter,
+    "set": SETAdapter, "fada": FADAAdapter,
 }
 
 

@@ -23,6 +23,8 @@ ADAPTER_NO_DECAY = {
     "rein": {"tokens_a", "tokens_b", "scale"},
     "depthforge": {"tokens_a", "tokens_b", "scale"},
     "frozen": {"query_position"},
+    "set": {"tokens_a", "tokens_b", "amplitude_tokens", "scale"},
+    "fada": {"tokens_a", "tokens_b", "high_tokens_a", "high_tokens_b", "scale"},
 }
 CASES = [(host, adapter_type) for host in HOSTS for adapter_type in ADAPTERS]
 
