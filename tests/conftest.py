@@ -109,3 +109,7 @@ def random_tokens(batch=2, prefix=5, patches=9, width=16, seed=1) -> tuple[torch
     visual = torch.randn(batch, prefix + patches, width, generator=generator)
     depth = torch.randn(batch, 1 + patches, width, generator=generator)
     return visual, depth
+
+
+# Session-scoped: the tiny dataset and one reference training run serve the tests of several files.
+from .training_fixtures import reference_run, tiny_dataset  # noqa: E402, F401

@@ -5,11 +5,10 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from modeling_spectralmoe.segmentation_metric import ConfusionMatrix
-from modeling_spectralmoe.training_utils.evaluation import (
-    MEAN_OVER_DOMAINS, POOLED, predict_logits, summarize, window_starts,
+from modeling_spectralmoe.evaluation.protocol import (
+    MEAN_OVER_DOMAINS, POOLED, EvaluationConfig, predict_logits, summarize, window_starts,
 )
-from modeling_spectralmoe.training_utils.run_config import EvaluationConfig
+from modeling_spectralmoe.evaluation.segmentation_metric import ConfusionMatrix
 
 
 @pytest.mark.parametrize(

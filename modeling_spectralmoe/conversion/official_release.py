@@ -31,7 +31,7 @@ from ..encoder_checkpoints import DEPTH_ENCODERS, VISUAL_ENCODERS
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
 from ..modeling_spectralmoe import FROZEN_PREFIXES, SpectralMoEForSemanticSegmentation
 from ..spectralmoe_adapter import convert_official_adapter_state_dict
-from ..training_utils.model_card import model_card
+from ..trainer.model_card import model_card
 from .meta_vit import convert_backbone_state_dict, depth_encoder_config
 from .mmdet_mask2former import convert_mmdet_mask2former_head
 from .mmengine_checkpoint import Checkpoint, read_checkpoint

@@ -1,9 +1,10 @@
-"""Training augmentations of SPEC §5 as torch ops on C-band tensors in raw units (before normalisation).
+"""Training augmentations of SpectralMoE (the paper's training pipeline, arXiv 2603.13352, implementation details) as
+torch ops on C-band tensors in raw units (before normalisation).
 
 Random resize of the short side, random crop with a cap on the dominant class (`cat_max_ratio`), horizontal flip and
 mmseg's photometric distortion restricted to the bands the metadata names R, G and B. Pixels without a measurement
-(no-data, and the padding added here) are NaN in the image, so every step carries them along; the collator turns them
-into 0 after normalisation and ignores their labels.
+(no-data, and the padding added here) are NaN in the image, so every step carries them along; the image processor
+turns them into 0 after normalisation and ignores their labels.
 """
 
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..dataset_schema import IGNORE_INDEX
+from .schema import IGNORE_INDEX
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Facts about the benchmarks of SPEC §6 shared by the dataset builders and the released-checkpoint converter."""
+"""Facts about the paper's benchmarks (arXiv 2603.13352) shared by the dataset builders and the released-checkpoint converter."""
 
 # Five-Billion-Pixels: 24 classes in label order (index i = annotation code i + 1), 4 bands NIR, R, G, B.
 FIVE_BILLION_PIXELS_CLASSES = (

@@ -1,4 +1,4 @@
-"""The dataset schema of DESIGN.md: what `data_scripts/` write and training reads.
+"""The dataset schema of SpectralMoE: what the dataset builders (`data.builders`) write and training reads.
 
 A dataset is a `datasets.DatasetDict` with one split per domain role: `train` (source), optionally `validation`
 (held-out source data), and one split per target domain (`target`, or `target_<name>`). Every split has the columns
@@ -8,7 +8,8 @@ of `segmentation_features`. Band names, wavelengths, per-band statistics and cla
 Public API:
 
 - `segmentation_features(num_channels, height, width, dtype)` -> `datasets.Features`
-- `SpectralMetadata` (dataclass) with `save(path)` / `SpectralMetadata.load(path_or_id)`
+- `SpectralMetadata` (dataclass) with `save(path)` / `SpectralMetadata.load(path_or_id)`, and the band roles
+  `rgb_band_indices()`
 - `BandStatistics`: streaming per-band mean/std (float64, Chan et al. merge) that skips no-data pixels
 - `load_spectral_dataset(path_or_id)` -> `(DatasetDict in native-dtype numpy format, SpectralMetadata)`
 - `with_native_numpy_format(dataset)`: the fast numpy format that keeps each column's stored dtype
@@ -53,7 +54,8 @@ class SpectralMetadata:
     Args:
         name (`str`): dataset name, e.g. `"five_billion_pixels-cross_sensor"`.
         band_names (`list[str]`): one name per band, in storage order, e.g. `["NIR", "R", "G", "B"]`. Bands named
-            R, G, B drive photometric jitter and the depth encoder's input.
+            R, G, B (or Red, Green, Blue) drive photometric jitter and the depth encoder's input
+            (`rgb_band_indices`).
         mean (`list[float]` or `None`): per-band mean in raw units (digital numbers, reflectance x 10000...) over the
             source split, no-data pixels excluded. `None` only while the dataset has no source split yet.
         std (`list[float]` or `None`): per-band population standard deviation, same conventions as `mean`.
@@ -122,6 +124,17 @@ class SpectralMetadata:
     @property
     def label2id(self) -> dict[str, int]:
         return {label: index for index, label in self.id2label.items()}
+
+    def rgb_band_indices(self) -> list[int] | None:
+        """Indices of the bands named R, G and B (case-insensitive; Red, Green, Blue too), in that order, or `None`
+        when any of the three is missing (e.g. hyperspectral band numbers)."""
+        colours = {"r": 0, "red": 0, "g": 1, "green": 1, "b": 2, "blue": 2}
+        indices = [None, None, None]
+        for index, name in enumerate(self.band_names):
+            colour = colours.get(name.lower())
+            if colour is not None and indices[colour] is None:
+                indices[colour] = index
+        return None if None in indices else indices
 
     def bands_of(self, domain: str) -> tuple[list[str], list[float] | None]:
         """`(band_names, wavelengths)` of one domain: its `domain_bands` entry where present, else the dataset's."""
@@ -280,7 +293,7 @@ def load_spectral_dataset(
     """A dataset in our schema and its metadata.
 
     `path_or_id` is a `save_to_disk` folder (has `dataset_dict.json`), a folder of parquet files (as written by
-    `data_scripts/`: `data/<split>/*.parquet`, or `<split>-*.parquet` files), or a Hub dataset id. The splits come
+    the builders: `data/<split>/*.parquet`, or `<split>-*.parquet` files), or a Hub dataset id. The splits come
     back in `with_native_numpy_format` (numpy arrays in the stored dtypes: row access `ds["train"][i]` gives
     `pixel_values` (C, H, W), `label` (H, W) uint8, `domain`, `image_id`). `cache_dir` is where `datasets` caches
     parquet converted to arrow (default: its own cache); `revision` pins a Hub revision.

@@ -1,7 +1,9 @@
 """Evaluate a saved SpectralMoE model on every target domain (and the source validation split) of a dataset.
 
-    python training/evaluate.py --model OUTPUT/final_model --dataset DATASET [--mode slide] [--output results.json]
-    torchrun --nproc_per_node 2 training/evaluate.py ...   # images are split across processes, results identical
+    spectralmoe-evaluate --model OUTPUT/final_model --dataset DATASET [--mode slide] [--output results.json]
+    torchrun --nproc_per_node 2 -m modeling_spectralmoe.evaluation.evaluate ...
+
+Under torchrun the images are split across the processes; the results equal those of one process.
 """
 
 import argparse
@@ -10,19 +12,17 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from modeling_spectralmoe import SpectralMoEForSemanticSegmentation, SpectralMoEImageProcessor
-from modeling_spectralmoe.dataset_schema import load_spectral_dataset
-from modeling_spectralmoe.training_utils.evaluation import (
-    check_dataset_matches_model, evaluate_dataset, format_table,
-)
-from modeling_spectralmoe.training_utils.run_config import EvaluationConfig
+from ..data.schema import load_spectral_dataset
+from ..image_processing_spectralmoe import SpectralMoEImageProcessor
+from ..modeling_spectralmoe import SpectralMoEForSemanticSegmentation
+from .protocol import EVALUATION_MODES, EvaluationConfig, check_dataset_matches_model, evaluate_dataset, format_table
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="folder or Hub id written by training/train.py")
+    parser.add_argument("--model", required=True, help="folder or Hub id written by spectralmoe-train")
     parser.add_argument("--dataset", required=True, help="dataset folder or Hub id in the package's schema")
-    parser.add_argument("--mode", default="whole", choices=["whole", "slide"],
+    parser.add_argument("--mode", default="whole", choices=EVALUATION_MODES,
                         help="whole images, or sliding windows for large tiles (default: whole)")
     parser.add_argument("--crop", type=int, default=512, help="sliding-window side in pixels (default: 512)")
     parser.add_argument("--stride", type=int, default=341, help="sliding-window step in pixels (default: 341)")

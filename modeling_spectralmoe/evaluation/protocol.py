@@ -1,16 +1,36 @@
-"""Evaluation of SPEC §5: whole-image or sliding-window inference, metrics per target domain and on the pooled
-target set, next to a majority-class baseline."""
+"""Evaluation protocol of SpectralMoE (arXiv 2603.13352, experimental setup): whole-image or sliding-window inference,
+metrics per target domain and on the pooled target set, next to a majority-class baseline."""
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..dataset_schema import with_native_numpy_format
-from ..segmentation_metric import ConfusionMatrix, label_histogram, majority_class_baseline
-from .data import evaluation_loader
-from .run_config import EvaluationConfig
+from ..data.loading import evaluation_loader
+from ..data.schema import with_native_numpy_format
+from .segmentation_metric import ConfusionMatrix, label_histogram, majority_class_baseline
+
+
+EVALUATION_MODES = ("whole", "slide")
+
+
+@dataclass
+class EvaluationConfig:
+    """How target images are evaluated.
+
+    Args:
+        mode: `"whole"` (one pass per image) or `"slide"` (windows of `crop` pixels every `stride`, logits averaged).
+        crop: sliding-window side.
+        stride: sliding-window step (341 for 512 windows in the paper).
+        batch_size: images per evaluation batch.
+    """
+
+    mode: str = field(default="whole", metadata={"choices": EVALUATION_MODES})
+    crop: int = field(default=512, metadata={"minimum": 1})
+    stride: int = field(default=341, metadata={"minimum": 1})
+    batch_size: int = field(default=1, metadata={"minimum": 1})
 
 
 VALIDATION = "validation"

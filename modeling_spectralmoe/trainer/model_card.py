@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from .evaluation import MEAN_OVER_DOMAINS
+from ..evaluation.protocol import MEAN_OVER_DOMAINS
 
 
 def model_card(

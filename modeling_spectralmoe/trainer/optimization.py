@@ -1,6 +1,8 @@
-"""The optimisation recipe of SPEC §5: AdamW with selective weight decay and a poly schedule without warm-up."""
+"""The optimisation recipe of the paper (arXiv 2603.13352) and the authors' configs: AdamW with selective weight
+decay and a poly schedule without warm-up."""
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 
@@ -31,8 +33,10 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
 def build_optimizer(
     model: nn.Module, learning_rate: float = 1e-4, weight_decay: float = 0.05, betas=(0.9, 0.999)
 ) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, with the exemptions of `no_weight_decay_names`."""
-    exempt = no_weight_decay_names(model)
+    """AdamW over the trainable parameters; those the model exempts from weight decay get none. `model` may be wrapped
+    by accelerate / DDP: names are those of the model itself."""
+    model = extract_model_from_parallel(model)
+    exempt = no_weight_decay_names(model)  # TODO(merge): replace by model.no_weight_decay()
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for name, p in trainable if name not in exempt], "weight_decay": weight_decay},

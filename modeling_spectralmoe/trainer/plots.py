@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from ..dataset_schema import with_native_numpy_format
-from .evaluation import MEAN_OVER_DOMAINS
+from ..data.schema import with_native_numpy_format
+from ..evaluation.protocol import MEAN_OVER_DOMAINS
 
 
 DOMAIN_CHART = "per_domain_miou.png"

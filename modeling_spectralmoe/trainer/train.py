@@ -1,16 +1,19 @@
 """Train SpectralMoE on a source domain and evaluate it on every target domain.
 
-    accelerate launch training/train.py --config configuration/<preset>.yaml [--key value ...]
+    accelerate launch -m modeling_spectralmoe.trainer.train --config PRESET [--key value ...]
+    spectralmoe-train --config PRESET [--key value ...]          # one process, no accelerate config needed
 
-Any field of the run configuration (see `modeling_spectralmoe.training_utils.run_config.RunConfig`) can be overridden,
-nested ones with dots: `--model.num_experts 3 --augmentation.crop_size 256 --resume_from_checkpoint latest`.
+PRESET is a YAML file or the name of a preset shipped with the package (`demo`, `flair`, `loveda`, ...). Any field of
+the run configuration (see `modeling_spectralmoe.trainer.run_config.RunConfig`) can be overridden, nested ones with
+dots: `--model.num_experts 3 --augmentation.crop_size 256 --resume_from_checkpoint latest`. Every setting is checked
+before training starts.
 """
 
 import argparse
 import logging
 
-from modeling_spectralmoe.training_utils.run_config import load_run_config
-from modeling_spectralmoe.training_utils.trainer import Trainer
+from .run_config import load_run_config
+from .trainer import Trainer
 
 
 class _WithoutCheckpointRotationNotices(logging.Filter):
@@ -22,7 +25,7 @@ class _WithoutCheckpointRotationNotices(logging.Filter):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML preset from configuration/")
+    parser.add_argument("--config", help="YAML preset: a file, or the name of a packaged preset (e.g. demo)")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate.accelerator").addFilter(_WithoutCheckpointRotationNotices())

@@ -1,12 +1,13 @@
-"""The training loop of SPEC §5 on accelerate: source-only training, per-epoch evaluation on every target domain,
-resumable checkpoints, router diagnostics, model selection without peeking, and the final model folder."""
+"""The training loop of SpectralMoE (arXiv 2603.13352) on accelerate: source-only training, per-epoch evaluation on
+every target domain, resumable checkpoints, router diagnostics, model selection without peeking, and the final model
+folder."""
 
 import json
 import logging
 import math
 import re
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -19,12 +20,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_spectralmoe import SpectralMoEConfig
-from ..dataset_schema import load_spectral_dataset
+from ..data.schema import load_spectral_dataset
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
 from ..modeling_spectralmoe import FROZEN_PREFIXES, SpectralMoEForSemanticSegmentation
-from .augmentation import AugmentationConfig
-from .data import ProcessorCollator, SegmentationSplit
-from .evaluation import VALIDATION, EvaluationConfig, evaluate_dataset, format_table, source_label_counts
+from ..data.loading import ProcessorCollator, SegmentationSplit
+from ..evaluation.protocol import VALIDATION, evaluate_dataset, format_table, source_label_counts
 from .model_card import model_card
 from .optimization import build_optimizer, poly_schedule
 from .plots import DOMAIN_CHART, PREDICTIONS, save_domain_chart, save_prediction_grid
@@ -52,29 +52,16 @@ class TrainingProgress:
             setattr(self, name, value)
 
 
-def rgb_band_indices(band_names: list[str] | None) -> list[int] | None:
-    """Indices of the bands named R, G, B (case-insensitive; also red/green/blue), or None if any is missing."""
-    if not band_names:
-        return None
-    aliases = {"r": "r", "red": "r", "g": "g", "green": "g", "b": "b", "blue": "b"}
-    positions = {aliases.get(name.lower()): index for index, name in enumerate(band_names)}
-    indices = [positions.get(colour) for colour in ("r", "g", "b")]
-    return None if None in indices else indices
-
-
 def build_model_config(run: RunConfig, metadata) -> SpectralMoEConfig:
     """The model config: the preset's architecture, with bands, wavelengths and labels from the dataset's metadata
-    (the depth encoder's R, G, B bands default to the bands named so)."""
+    (the depth encoder's R, G, B bands default to the bands the metadata names so)."""
     values = dict(run.model)
-    unknown = sorted(set(values) - {f.name for f in fields(SpectralMoEConfig)})
-    if unknown:
-        raise ValueError(f"Unknown model settings {unknown}; see SpectralMoEConfig's documented fields.")
     values.setdefault("num_channels", len(metadata.band_names))
     values.setdefault("band_names", list(metadata.band_names))
     if metadata.wavelengths is not None:
         values.setdefault("wavelengths", list(metadata.wavelengths))
     values.setdefault("id2label", {int(k): v for k, v in metadata.id2label.items()})
-    rgb = rgb_band_indices(metadata.band_names)
+    rgb = metadata.rgb_band_indices()
     if rgb is not None:
         values.setdefault("depth_rgb_bands", rgb)
     return SpectralMoEConfig(**values)
@@ -82,9 +69,9 @@ def build_model_config(run: RunConfig, metadata) -> SpectralMoEConfig:
 
 def build_processor(run: RunConfig, metadata) -> SpectralMoEImageProcessor:
     """The one source of normalisation: the preset's pinned statistics, else the dataset's source statistics."""
-    statistics = run.normalization or {"mean": metadata.mean, "std": metadata.std}
+    statistics = run.normalization or metadata
     return SpectralMoEImageProcessor(
-        image_mean=list(statistics["mean"]), image_std=list(statistics["std"]), nodata_value=metadata.nodata
+        image_mean=list(statistics.mean), image_std=list(statistics.std), nodata_value=metadata.nodata
     )
 
 
@@ -113,6 +100,7 @@ class Trainer:
         )
         set_seed(run.seed)
         self.dataset, self.metadata = load_spectral_dataset(run.dataset)
+        run.check_dataset(self.metadata, list(self.dataset))
         self.model_config = build_model_config(run, self.metadata)
         self.processor = build_processor(run, self.metadata)
         self.model = SpectralMoEForSemanticSegmentation(self.model_config)
@@ -125,10 +113,11 @@ class Trainer:
     # ---- setup -------------------------------------------------------------------------------------------------
 
     def _train_loader(self) -> DataLoader:
-        augmentation = AugmentationConfig(**{"rgb_bands": rgb_band_indices(self.metadata.band_names),
-                                             **self.run.augmentation})
+        augmentation = self.run.augmentation
+        if augmentation.rgb_bands is None:
+            augmentation = replace(augmentation, rgb_bands=self.metadata.rgb_band_indices())
         self.train_split = SegmentationSplit(
-            self.dataset[self.metadata.source_split], augmentation, self.run.seed, self.metadata.nodata
+            self.dataset[self.metadata.source_split], augmentation, self.run.seed, self.processor.nodata_value
         )
         # Every new iterator draws its workers' base seed from the loader's generator; left to the global RNG, the extra
         # iterator that a run resumed mid-epoch creates would shift the router noise and point sampling of every later
@@ -181,7 +170,7 @@ class Trainer:
         for batch in batches:
             with accelerator.accumulate(self.model):
                 diagnose = self._diagnostics_due()
-                outputs = self.model(**batch, output_router_logits=diagnose)
+                outputs = self.model(**batch, output_router_probs=diagnose)
                 accelerator.backward(outputs.loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -283,7 +272,7 @@ class Trainer:
         """Metrics of every evaluated split, summed over processes, with the majority-class baseline."""
         return evaluate_dataset(
             self.accelerator.unwrap_model(self.model), self.processor, self.dataset, self.metadata.source_split,
-            EvaluationConfig(**self.run.evaluation), self.accelerator.process_index, self.accelerator.num_processes,
+            self.run.evaluation, self.accelerator.process_index, self.accelerator.num_processes,
             self.source_counts,
         )
 
@@ -313,7 +302,7 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         batch = ProcessorCollator(self.processor)([SegmentationSplit(self.dataset[split])[0]])
         with torch.no_grad():
-            outputs = model(pixel_values=batch["pixel_values"], output_router_logits=True)
+            outputs = model(pixel_values=batch["pixel_values"], output_router_probs=True)
         if outputs.visual_router_probs is None:  # baselines route nothing
             return
         patch = model.visual_encoder.patch_size
@@ -339,8 +328,8 @@ class Trainer:
         """Per-domain chart and one prediction per evaluated split, beside the model; `{caption: file}`."""
         splits = [split for split in (VALIDATION, *self.target_splits) if split in self.dataset]
         save_domain_chart(results, directory / DOMAIN_CHART)
-        save_prediction_grid(model.eval(), self.processor, self.dataset, splits, rgb_band_indices(
-            self.metadata.band_names), self.model_config.id2label, directory / PREDICTIONS)
+        save_prediction_grid(model.eval(), self.processor, self.dataset, splits, self.metadata.rgb_band_indices(),
+                             self.model_config.id2label, directory / PREDICTIONS)
         return {"mIoU per domain and the majority-class baseline": DOMAIN_CHART,
                 "First image of each evaluated split: bands, label, prediction": PREDICTIONS}
 

@@ -1,8 +1,8 @@
-"""Shared steps of the dataset builders in this folder (the `build_<name>.py` scripts import it as a sibling module).
+"""Shared steps of the dataset builders of this package (each `<benchmark>.py` module beside this one imports it).
 
 A builder lists its inputs as `Item`s per split, says how one item becomes `Tile`s (reading, checks, label
 remapping, tiling: the helpers below), and calls `build_dataset`, which writes the dataset of
-`modeling_spectralmoe.dataset_schema` in this layout:
+`modeling_spectralmoe.data.schema` in this layout:
 
     OUT/
       data/<split>/<NNNNN>-<hash>.parquet   shards: one group of input items each, written then renamed into place
@@ -34,7 +34,7 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from modeling_spectralmoe.dataset_schema import (
+from ..schema import (
     IGNORE_INDEX,
     METADATA_FILE,
     BandStatistics,
@@ -195,7 +195,7 @@ def decode_palette(colour: np.ndarray, palette: dict[tuple[int, int, int], int],
 # ---- tiling ----------------------------------------------------------------------------------------------------
 
 GF2_SCENE_SHAPE = (6908, 7300)  # rows, columns of a Five-Billion-Pixels GF-2 scene, padding included
-GF2_KEEP = (slice(54, 6854), slice(60, 7260))  # rows 54..6853, columns 60..7259 (SPEC.md section 6)
+GF2_KEEP = (slice(54, 6854), slice(60, 7260))  # rows 54..6853, columns 60..7259 (arXiv 2603.13352)
 
 
 @dataclass
@@ -707,7 +707,8 @@ def dataset_card(metadata: SpectralMetadata, states: dict[str, list[dict]], info
 
 {metadata.description}
 
-Built with `data_scripts/` of the `spectralmoe` package. Source split: `{metadata.source_split}`; target splits:
+Built with the dataset builders of the `spectralmoe` package (`modeling_spectralmoe.data.builders`).
+Source split: `{metadata.source_split}`; target splits:
 {', '.join(f'`{s}`' for s in metadata.target_splits) or 'none'}.
 
 Columns: `pixel_values` {info.dtype} (C={len(metadata.band_names)}, {info.tile_size}, {info.tile_size}), `label` uint8
@@ -728,7 +729,7 @@ No-data value (all bands): {metadata.nodata}. Mean / std: raw units, source spli
 {splits}
 
 ```python
-from modeling_spectralmoe.dataset_schema import load_spectral_dataset
+from ..schema import load_spectral_dataset
 
 dataset, metadata = load_spectral_dataset("<this folder or Hub id>")  # numpy arrays in the stored dtypes
 ```

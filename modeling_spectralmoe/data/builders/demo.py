@@ -1,6 +1,6 @@
 """Build the synthetic cross-domain dataset of the offline demo.
 
-    python data_scripts/build_demo.py --output-dir demo/data
+    spectralmoe-build-demo --output-dir demo/data
 
 Source sensor: `train` and `validation`; unseen targets: `target_other_sensor` (other band response, gain, haze, noise)
 and `target_winter` (dormant vegetation, weaker light). 4 bands (NIR, R, G, B), 8-bit, 4 land-cover classes.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import datasets
 
-from demo_scenes import BAND_NAMES, CLASS_NAMES, WAVELENGTHS_UM, demo_domains, scenes
-from modeling_spectralmoe.dataset_schema import (
+from .demo_scenes import BAND_NAMES, CLASS_NAMES, WAVELENGTHS_UM, demo_domains, scenes
+from ..schema import (
     BandStatistics, SpectralMetadata, segmentation_features, with_native_numpy_format,
 )
 

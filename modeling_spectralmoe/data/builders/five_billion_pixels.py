@@ -1,11 +1,11 @@
-"""Five-Billion-Pixels settings (SPEC.md section 6): GF-2 source, 4 bands NIR-R-G-B, 24 classes.
+"""Five-Billion-Pixels settings (arXiv 2603.13352): GF-2 source, 4 bands NIR-R-G-B, 24 classes.
 
-    python data_scripts/build_five_billion_pixels.py --raw-dir FBP --output-dir data/fbp_cross_sensor \
+    spectralmoe-build-five-billion-pixels --raw-dir FBP --output-dir data/fbp_cross_sensor \
         --task cross_sensor
-    python data_scripts/build_five_billion_pixels.py --raw-dir FBP --output-dir data/fbp_cross_regional \
+    spectralmoe-build-five-billion-pixels --raw-dir FBP --output-dir data/fbp_cross_regional \
         --task cross_regional [--splits FILE]
 
-Release layout read (SPEC.md section 8), under --raw-dir:
+Release layout read (as the publisher distributes it), under --raw-dir:
 - GF-2 scenes: `Image__8bit_NirRGB/*.tiff` (4 bands NIR, R, G, B, uint8, 6908 x 7300 with padding) and
   `Annotation__index/*.png` (0 = unlabelled, 1..24 = classes), paired by name (a label may add a suffix such as
   `_24label` to the image's name).
@@ -27,11 +27,11 @@ paper's city lists are unpublished) to `train` and `target`.
 import re
 from pathlib import Path
 
-from modeling_spectralmoe.benchmarks import (
+from ..benchmarks import (
     FIVE_BILLION_PIXELS_BANDS, FIVE_BILLION_PIXELS_CLASSES, FIVE_BILLION_PIXELS_WAVELENGTHS_UM,
 )
 
-from builder_common import (
+from .common import (
     SPLITS_DIR, DatasetInfo, Item, build_dataset, builder_parser, domain_of, finish, labelled_window_tiles,
     list_files, load_splits_file, pair_files, padded_tiles, read_index_pair, remove_gf2_padding, shifted_codes,
     split_items,

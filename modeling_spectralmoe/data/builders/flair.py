@@ -1,8 +1,8 @@
-"""FLAIR #1 cross-regional setting (SPEC.md section 6): official train départements -> test départements.
+"""FLAIR #1 cross-regional setting (arXiv 2603.13352): official train départements -> test départements.
 
-    python data_scripts/build_flair.py --raw-dir FLAIR1 --output-dir data/flair [--push-to-hub USER/flair]
+    spectralmoe-build-flair --raw-dir FLAIR1 --output-dir data/flair [--push-to-hub USER/flair]
 
-Release layout read (SPEC.md section 8):
+Release layout read (as the publisher distributes it):
 `flair_aerial_{train,test}/D0xx_20xx/Z*/img/IMG_<n>.tif` (512 x 512, 5 bands R, G, B, NIR, elevation, uint8) and
 `flair_labels_{train,test}/D0xx_20xx/Z*/msk/MSK_<n>.tif` (codes 1..19).
 
@@ -14,7 +14,7 @@ Protocol: the elevation band is dropped (4 bands R, G, B, NIR kept); codes 1..12
 import re
 from pathlib import Path
 
-from builder_common import (
+from .common import (
     DatasetInfo, Item, build_dataset, builder_parser, finish, list_files, pair_files, padded_tiles, read_index_pair,
     shifted_codes,
 )

@@ -1,6 +1,6 @@
 r"""Users' own data (any sensor) as a dataset of our schema, one domain per call, appended to one dataset.
 
-    python data_scripts/build_folder.py --images DIR --labels DIR --band-names NIR R G B \
+    spectralmoe-build-folder --images DIR --labels DIR --band-names NIR R G B \
         [--wavelengths 0.83 0.665 0.56 0.49] (--label-map FILE | --class-names NAME ...) --domain NAME \
         --output-dir OUT [--role source|validation|target] [--tile-size 512] [--nodata VALUE]
 
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import yaml
 
-from builder_common import (
+from .common import (
     IGNORE_INDEX, DatasetInfo, Item, build_dataset, check_same_size, decode_palette, finish, list_files, pair_files,
     padded_tiles, read_colour_label, read_image, read_index_label, read_raster, remap_index_label, shifted_codes,
     split_states,
 )
-from modeling_spectralmoe.dataset_schema import METADATA_FILE, SpectralMetadata
+from ..schema import METADATA_FILE, SpectralMetadata
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:

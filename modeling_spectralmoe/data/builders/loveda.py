@@ -1,8 +1,8 @@
-"""LoveDA cross-style setting (SPEC.md section 6): Rural -> Urban, RGB, 7 classes.
+"""LoveDA cross-style setting (arXiv 2603.13352): Rural -> Urban, RGB, 7 classes.
 
-    python data_scripts/build_loveda.py --raw-dir LoveDA --output-dir data/loveda [--push-to-hub USER/loveda]
+    spectralmoe-build-loveda --raw-dir LoveDA --output-dir data/loveda [--push-to-hub USER/loveda]
 
-Release layout read (SPEC.md section 8): `{Train,Val}/{Rural,Urban}/images_png/*.png` (1024 x 1024 RGB) with
+Release layout read (as published): `{Train,Val}/{Rural,Urban}/images_png/*.png` (1024 x 1024 RGB) with
 `.../masks_png/*.png` of the same names: 0 = no-data (ignore), 1..7 = background, building, road, water, barren,
 forest, agricultural (-> classes 0..6). The test labels are not public.
 
@@ -12,7 +12,7 @@ the 512 training crops are random and happen in training).
 
 from pathlib import Path
 
-from builder_common import (
+from .common import (
     DatasetInfo, Item, build_dataset, builder_parser, finish, list_files, pair_files, padded_tiles, read_index_pair,
     shifted_codes,
 )

@@ -1,8 +1,8 @@
-"""OpenEarthMap cross-continent setting (SPEC.md section 6): regions of some continents -> held-out continents.
+"""OpenEarthMap cross-continent setting (arXiv 2603.13352): regions of some continents -> held-out continents.
 
-    python data_scripts/build_openearthmap.py --raw-dir OpenEarthMap_wo_xBD --output-dir data/oem [--splits FILE]
+    spectralmoe-build-openearthmap --raw-dir OpenEarthMap_wo_xBD --output-dir data/oem [--splits FILE]
 
-Release layout read (SPEC.md section 8): `{region}/images/{region}_{k}.tif` (RGB) and `{region}/labels/{region}_{k}.tif`
+Release layout read (as published): `{region}/images/{region}_{k}.tif` (RGB) and `{region}/labels/{region}_{k}.tif`
 (0 = unknown -> 255, 1..8 = bareland, rangeland, developed space, road, tree, water, agriculture, building -> 0..7).
 Images without a label file (the withheld test labels, the xBD images the release does not carry) are reported and
 left out.
@@ -12,12 +12,12 @@ Continents: the release does not name them and the paper's split is unpublished.
 continents to splits (`train`, one `target_<continent>` per held-out continent). A region missing from the table
 belongs to no split and is reported; extend the table for your download. `domain` is the continent. Images are kept
 whole, as for LoveDA (the release's 1024 x 1024; smaller ones padded: image 0, label 255), so training resizes whole
-images as SPEC section 5 does and evaluation slides 512 windows over them.
+images as the paper's training recipe does and evaluation slides 512 windows over them.
 """
 
 from pathlib import Path
 
-from builder_common import (
+from .common import (
     SPLITS_DIR, DatasetInfo, Item, build_dataset, builder_parser, domain_of, finish, list_files, load_splits_file,
     pair_files, padded_tiles, read_index_pair, shifted_codes, split_items,
 )

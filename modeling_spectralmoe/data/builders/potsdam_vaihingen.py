@@ -1,8 +1,8 @@
-"""ISPRS Potsdam -> Vaihingen cross-band setting (SPEC.md section 6): Potsdam R-G-B -> Vaihingen NIR-R-G, 6 classes.
+"""ISPRS Potsdam -> Vaihingen cross-band setting (arXiv 2603.13352): Potsdam R-G-B -> Vaihingen NIR-R-G, 6 classes.
 
-    python data_scripts/build_potsdam_vaihingen.py --raw-dir ISPRS --output-dir data/potsdam_vaihingen [--splits FILE]
+    spectralmoe-build-potsdam-vaihingen --raw-dir ISPRS --output-dir data/potsdam_vaihingen [--splits FILE]
 
-Release layout read (SPEC.md section 8), anywhere below --raw-dir (both releases unpacked there):
+Release layout read (as the publisher distributes it), anywhere below --raw-dir (both releases unpacked there):
 - Potsdam: `2_Ortho_RGB/top_potsdam_{r}_{c}_RGB.tif` (6000 x 6000, R-G-B uint8); colour labels
   `5_Labels_all/top_potsdam_{r}_{c}_label.tif` (`--labels full`) or the eroded `5_Labels_all_noBoundary/
   top_potsdam_{r}_{c}_label_noBoundary.tif` (`--labels eroded`, default).
@@ -21,7 +21,7 @@ ISPRS test areas of Vaihingen -> `target`); keys are `potsdam/<r>_<c>` and `vaih
 import re
 from pathlib import Path
 
-from builder_common import (
+from .common import (
     SPLITS_DIR, DatasetInfo, Item, build_dataset, builder_parser, check_same_size, decode_palette, finish,
     load_splits_file, pair_files, read_colour_label, read_image, sliding_tiles, split_items,
 )

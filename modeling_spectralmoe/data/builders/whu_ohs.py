@@ -1,8 +1,8 @@
-"""WHU-OHS cross-regional setting (SPEC.md section 6): OHS scenes of some regions -> scenes of other regions.
+"""WHU-OHS cross-regional setting (arXiv 2603.13352): OHS scenes of some regions -> scenes of other regions.
 
-    python data_scripts/build_whu_ohs.py --raw-dir WHU-OHS --output-dir data/whu_ohs [--splits FILE]
+    spectralmoe-build-whu-ohs --raw-dir WHU-OHS --output-dir data/whu_ohs [--splits FILE]
 
-Release layout read (SPEC.md section 8): `tr/`, `val/`, `ts/`, each with `image/*.tif` (32 bands, int16,
+Release layout read (as published): `tr/`, `val/`, `ts/`, each with `image/*.tif` (32 bands, int16,
 reflectance x 10000) and `label/*.tif` (0 = unlabelled, 1..24 second-level classes) of the same names.
 
 Protocol: the 24 second-level classes become the 7 first-level ones (1-2 farmland, 3-6 forest, 7-9 grassland,
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builder_common import (
+from .common import (
     SPLITS_DIR, DatasetInfo, Item, build_dataset, builder_parser, finish, list_files, load_splits_file, pair_files,
     padded_tiles, read_index_pair, split_items,
 )
