@@ -1,4 +1,4 @@
-"""Is data loading the bottleneck? Tiles/s read from a dataset written by data_scripts' writer, next to the training
+"""Is data loading the bottleneck? Tiles/s read from a dataset written by the builders' writer, next to the training
 steps/s of a tiny SpectralMoE model, measured in one run.
 
 Writes synthetic 512 x 512 tiles (4-band uint8, as Five-Billion-Pixels / FLAIR; 32-band uint16, as a hyperspectral
@@ -10,8 +10,6 @@ model on 4-band 512 x 512 batches. Run: `python bench/bench_data.py [--tiles 64]
 """
 
 import argparse
-import functools
-import importlib.util
 import statistics
 import tempfile
 import time
@@ -19,25 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_spectralmoe.dataset_schema import load_spectral_dataset
+from modeling_spectralmoe.data.builders import common
+from modeling_spectralmoe.data.schema import load_spectral_dataset
 
 
-DATA_SCRIPTS = Path(__file__).resolve().parents[1] / "data_scripts"
 CASES = [("4-band uint8", 4, "uint8"), ("32-band uint16", 32, "uint16")]
-
-
-@functools.cache
-def builder_common():
-    """data_scripts/builder_common.py, loaded from its file (data_scripts/ is a script folder, not a package)."""
-    spec = importlib.util.spec_from_file_location("builder_common", DATA_SCRIPTS / "builder_common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_synthetic(folder: Path, bands: int, dtype: str, tiles: int) -> float:
     """A one-split dataset of `tiles` random tiles written with the builders' writer; returns tiles/s written."""
-    common = builder_common()
     info = common.DatasetInfo(name="bench", band_names=[f"b{i}" for i in range(bands)], id2label={0: "a", 1: "b"},
                               dtype=dtype, tile_size=512)
     rng = np.random.default_rng(0)

@@ -21,10 +21,10 @@ _EXPORTS = {
     "SpectralMoEForSemanticSegmentation": "modeling_spectralmoe",
     "SpectralMoEPreTrainedModel": "modeling_spectralmoe",
     "SpectralMoESemanticSegmenterOutput": "modeling_spectralmoe",
-    "SegmentationMeanIoU": "segmentation_mean_iou",
-    "ConfusionMatrix": "segmentation_metric",
-    "label_histogram": "segmentation_metric",
-    "majority_class_baseline": "segmentation_metric",
+    "SegmentationMeanIoU": "evaluation.segmentation_mean_iou",
+    "ConfusionMatrix": "evaluation.segmentation_metric",
+    "label_histogram": "evaluation.segmentation_metric",
+    "majority_class_baseline": "evaluation.segmentation_metric",
 }
 
 __all__ = sorted(_EXPORTS)

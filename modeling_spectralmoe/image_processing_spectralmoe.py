@@ -98,6 +98,7 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         segmentation_maps=None,
         input_data_format: str | ChannelDimension | None = None,
         return_tensors: str | None = "pt",
+        pixel_mask=None,
     ) -> BatchFeature:
         r"""
         Normalises, masks, resizes and pads a batch of images (and their label maps).
@@ -113,6 +114,10 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
                 `num_channels` entries; otherwise required.
             return_tensors (`str`, *optional*, defaults to `"pt"`):
                 `"pt"` for torch tensors, `"np"` for numpy arrays.
+            pixel_mask (same forms as `segmentation_maps`, each (H, W) bool or 0/1, *optional*):
+                Pixels that hold a measurement. A pixel where it is 0 is no-data whatever its values (NaN allowed), like
+                a `nodata_value` pixel: 0 after normalisation, 0 in the returned `pixel_mask`, 255 in `labels`. Used
+                for pixels that augmentation added or resampled from no-data.
 
         Returns:
             [`BatchFeature`] with
@@ -126,11 +131,15 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         maps = None if segmentation_maps is None else _as_list(segmentation_maps, single_ndim=2)
         if maps is not None and len(maps) != len(images):
             raise ValueError(f"Got {len(images)} images but {len(maps)} segmentation maps.")
+        masks = None if pixel_mask is None else _as_list(pixel_mask, single_ndim=2)
+        if masks is not None and len(masks) != len(images):
+            raise ValueError(f"Got {len(images)} images but {len(masks)} pixel masks.")
 
         pixel_values, pixel_masks, labels = [], [], []
         for index, image in enumerate(images):
             bands = self._to_bands(image, input_data_format, index)
-            valid = self._valid_pixels(bands, index)
+            measured = None if masks is None else _to_label(masks[index], bands.shape[-2:], index, "Pixel mask").bool()
+            valid = self._valid_pixels(bands, index, measured)
             pixel_values.append(self._normalize(bands).masked_fill(~valid, 0.0))
             pixel_masks.append(valid.long())
             if maps is not None:
@@ -219,14 +228,12 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
             )
         return bands
 
-    def _valid_pixels(self, bands: torch.Tensor, index: int) -> torch.Tensor:
-        """(H, W) bool, False at no-data; raises on NaN / inf anywhere else."""
-        if self.nodata_value is None:
-            nodata = torch.zeros(bands.shape[-2:], dtype=torch.bool)
-        elif math.isnan(self.nodata_value):
-            nodata = bands.isnan().all(dim=0)
-        else:
-            nodata = (bands == self.nodata_value).all(dim=0)
+    def _valid_pixels(self, bands: torch.Tensor, index: int, measured: torch.Tensor | None = None) -> torch.Tensor:
+        """(H, W) bool, False at no-data (`nodata_value` pixels, and pixels not `measured`); raises on NaN / inf
+        anywhere else."""
+        nodata = nodata_pixels(bands, self.nodata_value)
+        if measured is not None:
+            nodata |= ~measured
         non_finite = ~bands.isfinite() & ~nodata
         if non_finite.any():
             per_band = non_finite.flatten(1).sum(dim=1).tolist()
@@ -251,6 +258,15 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
             math.ceil(height / self.size_divisor) * self.size_divisor,
             math.ceil(width / self.size_divisor) * self.size_divisor,
         )
+
+
+def nodata_pixels(bands: torch.Tensor, nodata_value: float | None) -> torch.Tensor:
+    """(H, W) bool: True where every band of the (C, H, W) raw image equals `nodata_value` (NaN matches NaN)."""
+    if nodata_value is None:
+        return torch.zeros(bands.shape[-2:], dtype=torch.bool)
+    if math.isnan(nodata_value):
+        return bands.isnan().all(dim=0)
+    return (bands == nodata_value).all(dim=0)
 
 
 def _per_band_statistics(image_mean, image_std, num_channels: int | None) -> tuple[list[float], list[float]]:
@@ -288,12 +304,10 @@ def _to_tensor(image, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=_NUMPY_DTYPES[dtype]))
 
 
-def _to_label(segmentation_map, size: torch.Size, index: int) -> torch.Tensor:
+def _to_label(segmentation_map, size: torch.Size, index: int, name: str = "Segmentation map") -> torch.Tensor:
     label = _to_tensor(segmentation_map, torch.int64)
     if label.shape != size:
-        raise ValueError(
-            f"Segmentation map {index} has shape {tuple(label.shape)} but its image is {tuple(size)} (height, width)."
-        )
+        raise ValueError(f"{name} {index} has shape {tuple(label.shape)} but its image is {tuple(size)} (height, width).")
     return label
 
 

@@ -130,3 +130,7 @@ def assert_only_adapter_and_head_train(model) -> None:
         assert parameter.requires_grad == trainable, name
         if not trainable:
             assert parameter.grad is None, name
+
+
+# Session-scoped: the tiny dataset and one reference training run serve the tests of several files.
+from .training_fixtures import reference_run, tiny_dataset  # noqa: E402, F401

@@ -8,7 +8,7 @@ import torch
 from modeling_spectralmoe import SpectralMoEForSemanticSegmentation
 from modeling_spectralmoe.adapter_protocol import AdapterOutput
 from modeling_spectralmoe.modeling_spectralmoe import ADAPTERS
-from modeling_spectralmoe.training_utils.optimization import build_optimizer
+from modeling_spectralmoe.trainer.optimization import build_optimizer
 
 from .conftest import (
     assert_only_adapter_and_head_train, randomize_adapter, save_tiny_depth_model, save_tiny_dinov3, save_tiny_dofa,

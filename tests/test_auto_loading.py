@@ -1,10 +1,9 @@
 """Every encoder family x adapter type loads through the Auto classes in a fresh process, as the README shows."""
 
+import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,32 +22,40 @@ FAMILIES = {
 }
 CASES = [(family, adapter_type) for family in FAMILIES for adapter_type in ADAPTER_TYPES]
 
-# One new interpreter per folder, which never imported the package: everything comes from the folder's remote code.
-# (One process for several folders would hide bugs: the first load registers classes the next ones would reuse.)
-FRESH_PROCESS_SCRIPT = """
-import sys, torch
+# An interpreter that never imported the package forks one child per folder: each child loads its folder's remote
+# code from scratch, as a new process does (one process loading several folders would hide bugs: the first load
+# registers classes the next ones would reuse). Only transformers' own modules are imported before the fork, so a
+# child costs a model load, not a Python start.
+ZYGOTE_SCRIPT = """
+import json, os, sys, traceback
+import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSemanticSegmentation
-folder, inputs, output = sys.argv[1:]
-model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
-assert not any(name.startswith("modeling_spectralmoe") for name in sys.modules), "the package was imported"
-with torch.no_grad():
-    save_file({"logits": model(pixel_values=load_file(inputs)["pixel_values"]).logits}, output)
+import transformers.models.dinov2.modeling_dinov2, transformers.models.dinov3_vit.modeling_dinov3_vit
+import transformers.models.mask2former.modeling_mask2former
+import transformers.models.prompt_depth_anything.modeling_prompt_depth_anything
+folders, inputs = json.loads(sys.argv[1]), load_file(sys.argv[2])
+for folder in folders:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
+            assert not any(name.startswith("modeling_spectralmoe") for name in sys.modules), "the package was imported"
+            with torch.no_grad():
+                logits = model(pixel_values=inputs["pixel_values"]).logits
+            save_file({"logits": logits}, os.path.join(folder, "fresh.safetensors"))
+        except BaseException:
+            with open(os.path.join(folder, "fresh_error.txt"), "w") as handle:
+                handle.write(traceback.format_exc())
+        os._exit(0)
+    os.waitpid(pid, 0)
 """
-
-
-def load_in_fresh_process(folder: Path, inputs: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_MODULES_CACHE": str(folder / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, str(folder), str(inputs), str(folder / "fresh.safetensors")],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
 def fresh_process_results(tmp_path_factory):
-    """Saves one model per case and loads each in its own fresh process (one per core at a time); returns, by case, the
-    in-process logits and the finished fresh process."""
+    """Saves one model per case and loads each in a fresh child process; returns, by case, the in-process logits and
+    the folder where the child wrote its logits (or its error)."""
     root = tmp_path_factory.mktemp("auto_loading")
     depth = save_tiny_depth_model(root / "depth")
     visual = {family: save(root / family) for family, (save, _) in FAMILIES.items()}
@@ -67,14 +74,18 @@ def fresh_process_results(tmp_path_factory):
         model.save_pretrained(folders[family, adapter_type])
         with torch.no_grad():
             expected[family, adapter_type] = model.eval()(pixel_values=pixel_values).logits
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        processes = dict(zip(folders, pool.map(lambda folder: load_in_fresh_process(folder, inputs), folders.values())))
-    return {case: (expected[case], processes[case]) for case in CASES}
+    env = {**os.environ, "HF_MODULES_CACHE": str(root / "modules"), "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_SCRIPT, json.dumps([str(folder) for folder in folders.values()]), str(inputs)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return {case: (expected[case], folders[case]) for case in CASES}
 
 
 @pytest.mark.parametrize("family, adapter_type", CASES, ids=[f"{f}-{a}" for f, a in CASES])
 def test_fresh_process_auto_loading_predicts_as_the_package(fresh_process_results, family, adapter_type):
-    expected, process = fresh_process_results[family, adapter_type]
-    assert process.returncode == 0, process.stderr[-3000:]
-    folder = Path(process.args[3])
+    expected, folder = fresh_process_results[family, adapter_type]
+    error = folder / "fresh_error.txt"
+    assert not error.exists(), error.read_text()[-3000:]
     torch.testing.assert_close(load_file(folder / "fresh.safetensors")["logits"], expected, rtol=0, atol=1e-6)

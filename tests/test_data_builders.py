@@ -1,5 +1,5 @@
-"""Each benchmark builder of data_scripts/ run as a command on a miniature release made here in the layout of
-SPEC.md section 8 (same file names, dtypes, band counts, label codes and palettes; tiny sizes where the protocol
+"""Each benchmark builder of the package (`modeling_spectralmoe.data.builders`) run as a command on a miniature release
+made here in the layout of SPEC.md section 8 (same file names, dtypes, band counts, label codes and palettes; tiny sizes where the protocol
 allows), then the written dataset checked: splits, shapes, dtypes, label remapping, ignore handling, tile counts,
 metadata."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from modeling_spectralmoe.dataset_schema import SpectralMetadata
+from modeling_spectralmoe.data.schema import SpectralMetadata
 
 from .test_data_helpers import blocky, load, numpy_statistics, run_builder, write_png, write_tif
 
@@ -43,7 +43,7 @@ def test_loveda(tmp_path):
             write_png(raw / stage / scene / "images_png" / f"{name}.png", image)
             write_png(raw / stage / scene / "masks_png" / f"{name}.png", mask)
             made[f"{scene.lower()}_{name}"] = (image.transpose(2, 0, 1), mask)
-    run_builder("build_loveda.py", "--raw-dir", raw, "--output-dir", tmp_path / "out")
+    run_builder("loveda", "--raw-dir", raw, "--output-dir", tmp_path / "out")
     dataset, metadata = load(tmp_path / "out", tmp_path)
 
     assert {split: len(part) for split, part in dataset.items()} == {"train": 2, "validation": 1, "target": 2}
@@ -78,7 +78,7 @@ def test_flair(tmp_path):
     rng, raw = np.random.default_rng(1), tmp_path / "FLAIR1"
     made = _flair_release(raw, rng, [("train", "D001_2019", "Z1_AA", "001"), ("train", "D001_2019", "Z2_UF", "002"),
                                      ("train", "D002_2020", "Z7_NA", "010"), ("test", "D010_2021", "Z3_UU", "100")])
-    run_builder("build_flair.py", "--raw-dir", raw, "--output-dir", tmp_path / "out", "--items-per-shard", 2)
+    run_builder("flair", "--raw-dir", raw, "--output-dir", tmp_path / "out", "--items-per-shard", 2)
     dataset, metadata = load(tmp_path / "out", tmp_path)
 
     assert {split: len(part) for split, part in dataset.items()} == {"train": 3, "target": 1}
@@ -97,7 +97,7 @@ def test_flair(tmp_path):
 
     write_tif(raw / "flair_aerial_test" / "D010_2021" / "Z3_UU" / "img" / "IMG_100.tif",
               np.zeros((4, 512, 512), np.uint8))
-    failure = run_builder("build_flair.py", "--raw-dir", raw, "--output-dir", tmp_path / "out2", expect_failure=True)
+    failure = run_builder("flair", "--raw-dir", raw, "--output-dir", tmp_path / "out2", expect_failure=True)
     assert "expected 5 bands (R, G, B, NIR, elevation), found 4" in failure.stderr
 
 
@@ -121,7 +121,7 @@ def test_whu_ohs(tmp_path):
         made[name] = (image, label[0])
     splits = tmp_path / "regions.yaml"
     splits.write_text("train: [O1, O2]\ntarget: [O3]\n")  # O4: in no split
-    run_builder("build_whu_ohs.py", "--raw-dir", raw, "--output-dir", tmp_path / "out", "--splits", splits)
+    run_builder("whu_ohs", "--raw-dir", raw, "--output-dir", tmp_path / "out", "--splits", splits)
     dataset, metadata = load(tmp_path / "out", tmp_path)
 
     ids = {split: sorted(column(part, "image_id")) for split, part in dataset.items()}
@@ -191,7 +191,7 @@ def test_five_billion_pixels_cross_sensor(tmp_path, gf2_scene):
         write_tif(raw / folder / images / f"{sensor}_scene.tif", image)
         write_tif(raw / folder / labels / f"{sensor}_scene.tif", label)
         made[sensor] = (image, label[0])
-    run_builder("build_five_billion_pixels.py", "--raw-dir", raw, "--output-dir", tmp_path / "out",
+    run_builder("five_billion_pixels", "--raw-dir", raw, "--output-dir", tmp_path / "out",
                 "--task", "cross_sensor")
     dataset, metadata = load(tmp_path / "out", tmp_path)
 
@@ -224,7 +224,7 @@ def test_five_billion_pixels_cross_regional(tmp_path, gf2_scene):
         _link_scene(raw, gf2_scene, name)
     splits = tmp_path / "cities.yaml"
     splits.write_text("domains:\n  city_b: [GF2_target_scene]\ntrain: ['*']\ntarget: [city_b]\n")
-    run_builder("build_five_billion_pixels.py", "--raw-dir", raw, "--output-dir", tmp_path / "out",
+    run_builder("five_billion_pixels", "--raw-dir", raw, "--output-dir", tmp_path / "out",
                 "--task", "cross_regional", "--splits", splits)
     metadata = SpectralMetadata.load(tmp_path / "out")
 
@@ -273,7 +273,7 @@ def test_potsdam_vaihingen(tmp_path):
         full = np.full(image.shape, 255, np.uint8)
         full[:, 0, 0] = (10, 20, 30)  # not an ISPRS colour
         write_tif(raw / name, full)
-    run_builder("build_potsdam_vaihingen.py", "--raw-dir", raw, "--output-dir", tmp_path / "out")
+    run_builder("potsdam_vaihingen", "--raw-dir", raw, "--output-dir", tmp_path / "out")
     dataset, metadata = load(tmp_path / "out", tmp_path)
 
     # default split file: 2_10 is an ISPRS training tile, 2_13 a test tile, area2 a test area, area1 not used
@@ -290,7 +290,7 @@ def test_potsdam_vaihingen(tmp_path):
     assert metadata.bands_of("vaihingen")[0] == ["NIR", "R", "G"] and metadata.bands_of("potsdam")[0] == ["R", "G", "B"]
     assert metadata.id2label[0] == "impervious surface" and metadata.num_labels == 6
 
-    failure = run_builder("build_potsdam_vaihingen.py", "--raw-dir", raw, "--output-dir", tmp_path / "out_full",
+    failure = run_builder("potsdam_vaihingen", "--raw-dir", raw, "--output-dir", tmp_path / "out_full",
                           "--labels", "full", expect_failure=True)
     assert "found 1 pixels of other colours, e.g. [(10, 20, 30)]" in failure.stderr
 
@@ -307,7 +307,7 @@ def test_openearthmap(tmp_path):
         write_tif(raw / region / "labels" / f"{region}_1.tif", label)
         made[region] = (image, label[0])
     write_tif(raw / "aachen" / "images" / "aachen_2.tif", np.zeros((3, 600, 700), np.uint8))  # label withheld
-    result = run_builder("build_openearthmap.py", "--raw-dir", raw, "--output-dir", tmp_path / "out")
+    result = run_builder("openearthmap", "--raw-dir", raw, "--output-dir", tmp_path / "out")
     dataset, metadata = load(tmp_path / "out", tmp_path)
 
     assert "skipping 1 images without label" in result.stderr and "left out" in result.stderr

@@ -1,4 +1,4 @@
-"""data_scripts/build_folder.py: users' own data, appended domain by domain; resumable shards; refusals with clear
+"""The folder builder (`spectralmoe-build-folder`): users' own data, appended domain by domain; resumable shards; refusals with clear
 errors; the real ISPRS crops of ../shared/data/real/isprs (skipped when absent)."""
 
 import numpy as np
@@ -26,7 +26,7 @@ def _domain(folder, rng, names, bands, size=300, dtype=np.uint16):
 
 
 def _build(domain_dir, output, *extra, band_names=("NIR", "R", "G", "B"), expect_failure=False):
-    return run_builder("build_folder.py", "--images", domain_dir / "images", "--labels", domain_dir / "labels",
+    return run_builder("folder", "--images", domain_dir / "images", "--labels", domain_dir / "labels",
                        "--band-names", *band_names, "--output-dir", output, "--tile-size", 256, *extra,
                        expect_failure=expect_failure)
 
@@ -95,7 +95,7 @@ def test_palette_label_map_and_png(tmp_path):
     write_png(tmp_path / "images" / "x.png", image)
     write_png(tmp_path / "labels" / "x.png", colours)
     (tmp_path / "palette.yaml").write_text('"0,0,255": building\n"0,0,0": ignore\n')
-    run_builder("build_folder.py", "--images", tmp_path / "images", "--labels", tmp_path / "labels", "--band-names",
+    run_builder("folder", "--images", tmp_path / "images", "--labels", tmp_path / "labels", "--band-names",
                 "R", "G", "B", "--label-map", tmp_path / "palette.yaml", "--domain", "rgb", "--output-dir",
                 tmp_path / "out", "--tile-size", 256)
     dataset, metadata = load(tmp_path / "out", tmp_path)
@@ -112,7 +112,7 @@ def test_real_isprs_crops_through_build_folder(tmp_path):
     out = tmp_path / "isprs"
     for city, bands, wavelengths in [("potsdam", ("R", "G", "B"), (0.665, 0.56, 0.49)),
                                      ("vaihingen", ("NIR", "R", "G"), (0.84, 0.665, 0.56))]:
-        run_builder("build_folder.py", "--images", isprs / city / "images", "--labels", isprs / city / "labels",
+        run_builder("folder", "--images", isprs / city / "images", "--labels", isprs / city / "labels",
                     "--band-names", *bands, "--wavelengths", *wavelengths, "--class-names", *classes, "--domain", city,
                     "--output-dir", out)
     dataset, metadata = load(out, tmp_path)

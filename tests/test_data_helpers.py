@@ -1,7 +1,5 @@
-"""Helpers of the data tests: miniature releases written on the fly, builders run as commands, the shared builder
-module loaded from its file (data_scripts/ is a script folder, not an installed package)."""
+"""Helpers of the data tests: miniature releases written on the fly, and the package's builders run as commands."""
 
-import importlib.util
 import subprocess
 import sys
 import warnings
@@ -11,30 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_spectralmoe.dataset_schema import load_spectral_dataset
+from modeling_spectralmoe.data.schema import load_spectral_dataset
 
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_SCRIPTS = REPO / "data_scripts"
 
 
-def builder_common():
-    """`data_scripts/builder_common.py` as a module (loaded from its path, no sys.path change)."""
-    if "builder_common" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("builder_common", DATA_SCRIPTS / "builder_common.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["builder_common"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["builder_common"]
-
-
-def run_builder(script: str, *args, expect_failure: bool = False) -> subprocess.CompletedProcess:
-    """Run `python data_scripts/<script> ARGS` like a user; fail the test with its stderr if it fails (or succeeds
-    when `expect_failure`)."""
-    result = subprocess.run([sys.executable, str(DATA_SCRIPTS / script), *map(str, args)], capture_output=True,
-                            text=True, cwd=REPO)
+def run_builder(name: str, *args, expect_failure: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m modeling_spectralmoe.data.builders.<name> ARGS` (the `spectralmoe-build-<name>` command) like a
+    user; fail the test with its stderr if it fails (or succeeds when `expect_failure`)."""
+    result = subprocess.run([sys.executable, "-m", f"modeling_spectralmoe.data.builders.{name}", *map(str, args)],
+                            capture_output=True, text=True, cwd=REPO)
     if (result.returncode != 0) != expect_failure:
-        pytest.fail(f"{script} exited with {result.returncode}:\n{result.stderr[-3000:]}")
+        pytest.fail(f"builder {name} exited with {result.returncode}:\n{result.stderr[-3000:]}")
     return result
 
 

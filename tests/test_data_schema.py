@@ -1,5 +1,6 @@
-"""The dataset schema (modeling_spectralmoe.dataset_schema) and the protocol steps of data_scripts/builder_common.py
-tested on in-memory arrays: streaming statistics, metadata, loading, tiling, label remapping."""
+"""The dataset schema (modeling_spectralmoe.data.schema) and the protocol steps of the builders' shared module
+(modeling_spectralmoe.data.builders.common) tested on in-memory arrays: streaming statistics, metadata, band roles,
+loading, tiling, label remapping."""
 
 import json
 
@@ -7,7 +8,8 @@ import datasets
 import numpy as np
 import pytest
 
-from modeling_spectralmoe.dataset_schema import (
+from modeling_spectralmoe.data.builders import common
+from modeling_spectralmoe.data.schema import (
     IGNORE_INDEX,
     METADATA_FILE,
     BandStatistics,
@@ -15,8 +17,6 @@ from modeling_spectralmoe.dataset_schema import (
     load_spectral_dataset,
     segmentation_features,
 )
-
-from .test_data_helpers import builder_common
 
 
 # ---- streaming statistics --------------------------------------------------------------------------------------
@@ -100,6 +100,19 @@ def _tiny_split(num_rows: int, dtype: str, domain: str) -> datasets.Dataset:
         features=segmentation_features(4, 8, 8, dtype))
 
 
+@pytest.mark.parametrize("band_names, expected", [
+    (["NIR", "R", "G", "B"], [1, 2, 3]),
+    (["blue", "Green", "RED", "nir"], [2, 1, 0]),
+    (["R", "G", "B", "NIR", "elevation"], [0, 1, 2]),
+    (["NIR", "R", "G"], None),  # Vaihingen: no blue band, so no RGB role
+    ([f"B{index:02d}" for index in range(1, 33)], None),  # hyperspectral band numbers
+])
+def test_rgb_band_roles_come_from_the_band_names(band_names, expected):
+    bands = len(band_names)
+    metadata = SpectralMetadata(name="x", band_names=band_names, mean=[0.0] * bands, std=[1.0] * bands, id2label={0: "a"})
+    assert metadata.rgb_band_indices() == expected
+
+
 @pytest.mark.parametrize("layout", ["save_to_disk", "hub_parquet"])
 def test_load_spectral_dataset_keeps_native_dtypes(tmp_path, layout):
     dataset = datasets.DatasetDict({"train": _tiny_split(3, "uint16", "a"), "target_b": _tiny_split(2, "uint16", "b")})
@@ -124,7 +137,6 @@ def test_load_spectral_dataset_keeps_native_dtypes(tmp_path, layout):
 
 
 def test_gf2_scene_gives_210_tiles_without_padding():
-    common = builder_common()
     image = np.full((1, 6908, 7300), 99, dtype=np.uint8)  # 99 = padding
     image[:, 54:6854, 60:7260] = 7
     image[0, 54, 60], image[0, 6853, 7259] = 1, 2  # first and last kept pixels
@@ -147,7 +159,6 @@ def test_gf2_scene_gives_210_tiles_without_padding():
 
 
 def test_sliding_and_labelled_windows():
-    common = builder_common()
     assert len(common.sliding_grid(6000, 6000, 512, 256)) == 23 * 23  # a Potsdam tile
     assert common.sliding_grid(700, 600, 512, 256) == [(0, 0), (0, 88), (188, 0), (188, 88)]
     label = np.full((3000, 2000), IGNORE_INDEX, dtype=np.uint8)
@@ -159,7 +170,6 @@ def test_sliding_and_labelled_windows():
 
 
 def test_label_remapping_and_palette_refuse_unknown_values():
-    common = builder_common()
     mapping = common.shifted_codes(12, ignored=range(13, 20))
     codes = np.arange(20, dtype=np.uint8).reshape(4, 5)
     out = common.remap_index_label(codes, mapping, "msk")
@@ -177,7 +187,6 @@ def test_label_remapping_and_palette_refuse_unknown_values():
 
 
 def test_split_file_assignment():
-    common = builder_common()
     keys = [f"s{i}" for i in range(1, 13)]
     spec = {"domains": {"north": ["s1", "s2"]}, "validation": ["north"], "target": [{"every_nth": 4, "offset": 3}],
             "train": ["*"]}

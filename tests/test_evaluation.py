@@ -5,21 +5,11 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from modeling_spectralmoe.segmentation_metric import ConfusionMatrix
-from modeling_spectralmoe.training_utils.evaluation import (
-    MEAN_OVER_DOMAINS, POOLED, predict_logits, summarize, window_starts,
+from modeling_spectralmoe.evaluation.protocol import (
+    MEAN_OVER_DOMAINS, POOLED, EvaluationConfig, predict_logits, summarize,
 )
-from modeling_spectralmoe.training_utils.run_config import EvaluationConfig
-
-
-@pytest.mark.parametrize(
-    "size, crop, stride, expected",
-    [(1024, 512, 341, [0, 341, 512]), (512, 512, 341, [0]), (300, 512, 341, [0]), (1200, 512, 341, [0, 341, 682, 688])],
-)
-def test_window_starts_cover_the_image_and_end_flush(size, crop, stride, expected):
-    starts = window_starts(size, crop, stride)
-    assert starts == expected
-    assert starts[-1] + min(crop, size) == size
+from modeling_spectralmoe.evaluation.segmentation_metric import ConfusionMatrix
+from modeling_spectralmoe.inference.windows import window_starts
 
 
 class PixelwiseModel(nn.Module):
@@ -38,6 +28,11 @@ def test_sliding_windows_average_to_the_whole_image_prediction():
     windowed = predict_logits(model, pixel_values, EvaluationConfig(mode="slide", crop=64, stride=48))
     torch.testing.assert_close(windowed, whole)
     assert model.calls == len(window_starts(96, 64, 48)) * len(window_starts(160, 64, 48)) == 2 * 3
+
+
+def test_bad_input_08_slide_stride_larger_than_the_crop_is_refused():
+    with pytest.raises(ValueError, match="leaves gaps"):
+        EvaluationConfig(mode="slide", crop=512, stride=600)
 
 
 def test_unknown_evaluation_mode_is_refused():

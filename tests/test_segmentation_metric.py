@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from modeling_spectralmoe import SegmentationMeanIoU
-from modeling_spectralmoe.segmentation_metric import ConfusionMatrix, label_histogram, majority_class_baseline
+from modeling_spectralmoe.evaluation.segmentation_metric import ConfusionMatrix, label_histogram, majority_class_baseline
 
 
 NUM_LABELS = 7

@@ -48,10 +48,14 @@ def reference_mean(model, pixel_values, crop, stride):
     return sums / counts
 
 
-@pytest.mark.parametrize("size, crop, stride, expected", [(100, 64, 48, [0, 36]), (64, 64, 48, [0]),
-                                                          (1200, 512, 341, [0, 341, 682, 688])])
+@pytest.mark.parametrize(
+    "size, crop, stride, expected",
+    [(100, 64, 48, [0, 36]), (64, 64, 48, [0]), (300, 512, 341, [0]), (1024, 512, 341, [0, 341, 512]),
+     (1200, 512, 341, [0, 341, 682, 688])],
+)
 def test_window_starts_cover_the_image_and_end_flush(size, crop, stride, expected):
-    assert window_starts(size, crop, stride) == expected
+    starts = window_starts(size, crop, stride)
+    assert starts == expected and starts[-1] + min(crop, size) == size
 
 
 @pytest.mark.parametrize("size", [(1200, 1030), (700, 900)])

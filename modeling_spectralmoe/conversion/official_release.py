@@ -30,7 +30,7 @@ from ..configuration_spectralmoe import SpectralMoEConfig
 from ..encoder_checkpoints import DEPTH_ENCODERS, VISUAL_ENCODERS
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
 from ..modeling_spectralmoe import FROZEN_PREFIXES, SpectralMoEForSemanticSegmentation
-from ..training_utils.model_card import model_card
+from ..trainer.model_card import model_card
 from .depthmoe_adapter import convert_official_adapter_state_dict
 from .meta_vit import convert_backbone_state_dict, depth_encoder_config
 from .mmdet_mask2former import convert_mmdet_mask2former_head
