@@ -158,3 +158,12 @@ def test_per_call_wavelengths_need_a_wavelength_conditioned_encoder(tiny_encoder
     model = SpectralMoEForSemanticSegmentation(tiny_config(*tiny_encoders))
     with pytest.raises(ValueError, match="wavelength-conditioned encoder"):
         model(pixel_values=torch.randn(1, 4, 32, 32), wavelengths=GF2_WAVELENGTHS)
+
+
+def test_num_queries_follows_num_expert_tokens_unless_both_disagree():
+    no_depth = dict(backbone=None, depth_backbone=None, fusion="none")
+    assert SpectralMoEConfig(num_expert_tokens=10, **no_depth).num_queries == 10
+    assert SpectralMoEConfig(num_queries=12, **no_depth).num_expert_tokens == 12
+    assert SpectralMoEConfig(**no_depth).num_queries == SpectralMoEConfig(**no_depth).num_expert_tokens == 100
+    with pytest.raises(ValueError, match=r"`num_expert_tokens` \(10\) must equal `num_queries` \(12\)"):
+        SpectralMoEConfig(num_expert_tokens=10, num_queries=12, **no_depth)
