@@ -56,8 +56,14 @@ class TokenAdapter(nn.Module):
     def attach(self, encoder: nn.Module) -> None:
         """Hooks the method into the host encoder's layers (no-op for methods acting after a layer)."""
 
+    def keep_hook(self, handle) -> None:
+        """Remembers a hook `attach` installed, so `detach` removes it."""
+        self.__dict__.setdefault("_hooks", []).append(handle)
+
     def detach(self) -> None:
-        """Undoes `attach`."""
+        """Removes the hooks `attach` installed."""
+        for handle in self.__dict__.pop("_hooks", []):
+            handle.remove()
 
     def encoder_parameter_names(self) -> list[str]:
         """Names, relative to the host encoder, of the parameters `attach` added to it."""

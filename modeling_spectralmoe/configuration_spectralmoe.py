@@ -8,7 +8,7 @@ from .configuration_dofa import DOFAConfig
 from .encoder_checkpoints import known_encoder_config
 
 
-ADAPTER_TYPES = ("spectralmoe", "rein", "depthforge", "frozen", "set", "fada")
+ADAPTER_TYPES = ("spectralmoe", "rein", "depthforge", "frozen", "set", "fada", "lora", "dora", "adaptformer", "vpt")
 GATINGS = ("laplace", "softmax", "gaussian")
 PERCEPTUAL_MAPS = ("dot_product", "official_sum_product")
 FUSIONS = ("cross_attention", "official_diagonal", "add", "none")
@@ -106,8 +106,10 @@ class SpectralMoEConfig(PreTrainedConfig):
             methods `"rein"` (one low-rank token bank per layer, no depth), `"depthforge"` (Rein whose token scores
             also take the depth tokens'), `"set"` (Rein tokens on the phase and amplitude of an FFT over batch and
             channels, official code), `"fada"` (Rein tokens on a Haar split of the tokens' memory layout, official
-            code) and `"frozen"` (no adapter: only the head and a learned query position table train). The token
-            methods use `num_expert_tokens`, `expert_rank` and `adapter_scale_init`.
+            code), `"frozen"` (no adapter: only the head and a learned query position table train), and the
+            general-purpose methods acting inside the frozen layers `"lora"` / `"dora"` (peft, `lora_*`),
+            `"adaptformer"` (`adaptformer_*`) and `"vpt"` (`vpt_num_prompts`), which use a learned query table too.
+            The token methods use `num_expert_tokens`, `expert_rank` and `adapter_scale_init`.
         out_indices (`list[int]`, *optional*):
             0-based visual layers whose adapted patch tokens feed the decoder at strides 4, 8, 16, 32. Defaults to
             7, 11, 15, 23 for 24 layers and 3, 5, 7, 11 for 12.
@@ -134,6 +136,22 @@ class SpectralMoEConfig(PreTrainedConfig):
             w/o cross-attention) or `"none"` (ablation w/o depth; no depth encoder is built).
         shared_gate (`bool`, *optional*, defaults to `False`):
             One router per layer for both modalities (ablation w/o dual gating).
+        lora_rank (`int`, *optional*, defaults to 8):
+            LoRA / DoRA rank r.
+        lora_alpha (`float`, *optional*, defaults to 8.0):
+            LoRA scaling alpha (the update is scaled by alpha / r).
+        lora_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on LoRA's input (inactive: the frozen encoder runs in eval mode).
+        lora_target_modules (`list[str]`, *optional*):
+            Projections LoRA adapts; defaults to the encoder family's (q and v for DINOv3, the fused qkv for DOFA).
+        adaptformer_bottleneck (`int`, *optional*, defaults to 64):
+            Width of AdaptFormer's bottleneck.
+        adaptformer_scale (`float`, *optional*, defaults to 0.1):
+            Fixed scale of AdaptFormer's branch.
+        adaptformer_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout inside AdaptFormer's branch (training only).
+        vpt_num_prompts (`int`, *optional*, defaults to 150):
+            VPT-deep prompts per layer.
         adapter_scale_init (`float`, *optional*, defaults to 1e-3):
             Initial value of the shared residual scale `s`.
         frozen_activation_checkpointing (`bool`, *optional*, defaults to `False`):
@@ -200,6 +218,14 @@ class SpectralMoEConfig(PreTrainedConfig):
     perceptual_map: str = "dot_product"
     fusion: str = "cross_attention"
     shared_gate: bool = False
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | None = None
+    adaptformer_bottleneck: int = 64
+    adaptformer_scale: float = 0.1
+    adaptformer_dropout: float = 0.1
+    vpt_num_prompts: int = 150
     adapter_scale_init: float = 1e-3
     frozen_activation_checkpointing: bool = False
     decoder_hidden_dim: int = 256

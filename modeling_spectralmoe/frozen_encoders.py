@@ -12,7 +12,7 @@ from transformers.models.dinov3_vit.modeling_dinov3_vit import get_patches_cente
 
 from .configuration_dofa import DOFAConfig
 from .configuration_spectralmoe import SpectralMoEConfig
-from .modeling_dofa import DOFAModel, load_dofa_weights
+from .modeling_dofa import DOFAModel, read_dofa_weights
 
 
 def expand_patch_kernel(rgb_kernel: torch.Tensor, num_channels: int, rule: str) -> torch.Tensor:
@@ -25,6 +25,24 @@ def expand_patch_kernel(rgb_kernel: torch.Tensor, num_channels: int, rule: str) 
         return rgb_kernel[:, [band % 3 for band in range(num_channels)]]
     mean = rgb_kernel.mean(1, keepdim=True) * 3 / num_channels
     return mean.expand(-1, num_channels, -1, -1).clone()
+
+
+def load_frozen_weights(module: nn.Module, state_dict: dict[str, torch.Tensor], injected: set[str]) -> None:
+    """Loads released weights into a frozen encoder that an adapter may have injected parameters into.
+
+    peft wraps a target layer `X` as `X.base_layer`, so `X.weight` of the release fills `X.base_layer.weight`. Every
+    tensor of the encoder must be filled except the `injected` ones (the adapter's), and every released tensor must be
+    used: after injection a non-strict load would otherwise silently load nothing.
+    """
+    targets = {key: key.replace(".base_layer.", ".") for key in module.state_dict() if key not in injected}
+    missing = sorted(key for key, source in targets.items() if source not in state_dict)
+    unused = sorted(set(state_dict) - set(targets.values()))
+    if missing or unused:
+        raise ValueError(
+            f"The released encoder weights do not fit this encoder: {len(missing)} tensors missing "
+            f"(e.g. {missing[:3]}), {len(unused)} unused (e.g. {unused[:3]})."
+        )
+    module.load_state_dict({key: state_dict[source] for key, source in targets.items()}, strict=False)
 
 
 def resample_patch_kernel(kernel: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -45,6 +63,8 @@ class FrozenVisualEncoder(nn.Module):
 
     # Whether the patch embedding is generated from the bands' wavelengths, so any band set can be fed per call.
     wavelength_conditioned = False
+    # The attention projections that LoRA-family methods adapt by default (q and v, or the fused qkv).
+    lora_target_modules: tuple[str, ...] = ()
 
     def __init__(self, config: SpectralMoEConfig):
         super().__init__()
@@ -59,6 +79,16 @@ class FrozenVisualEncoder(nn.Module):
 
     def reset_buffers(self) -> None:
         """Initialises buffers of the wrapper that a saved folder may lack (no-op unless a family has some)."""
+
+    def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
+        """The modules where layer `index`'s MLP branch starts (its input is the post-attention stream) and ends
+        (its output is added to that stream), for methods that act beside the MLP."""
+        raise NotImplementedError
+
+    def load_pretrained(self, name_or_path: str, injected: set[str] = frozenset()) -> None:
+        """Loads the encoder's released weights; `injected` names the parameters an adapter added (left as they
+        are)."""
+        load_frozen_weights(self.model, self.released_state_dict(name_or_path), injected)
 
 
 def rope_periods(config) -> torch.Tensor:
@@ -106,15 +136,23 @@ class DINOv3VisualEncoder(FrozenVisualEncoder):
     def reset_buffers(self) -> None:
         init.copy_(self.rope_periods, rope_periods(self.model.config))
 
-    def load_pretrained(self, name_or_path: str) -> None:
-        """Loads the released weights, widening the RGB patch kernel to the input's bands."""
+    lora_target_modules = ("q_proj", "v_proj")
+
+    def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
+        return self.layers[index].norm2, self.layers[index].layer_scale2  # after the layer scale: it would shrink it
+
+    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
+        """The released weights, the RGB patch kernel widened to the input's bands."""
         state_dict = DINOv3ViTModel.from_pretrained(name_or_path).state_dict()
         key = "embeddings.patch_embeddings.weight"
         if state_dict[key].shape[1] != self.config.num_channels:
             state_dict[key] = expand_patch_kernel(
                 state_dict[key], self.config.num_channels, self.config.patch_embed_expansion
             )
-        self.model.load_state_dict(state_dict)
+        return state_dict
+
+    def load_pretrained(self, name_or_path: str, injected: set[str] = frozenset()) -> None:
+        super().load_pretrained(name_or_path, injected)
         self.rope_periods.copy_(rope_periods(self.model.config))
 
 
@@ -138,8 +176,13 @@ class DOFAVisualEncoder(FrozenVisualEncoder):
     def embed(self, pixel_values: torch.Tensor, wavelengths=None) -> tuple[torch.Tensor, dict]:
         return self.model.embeddings(pixel_values, self.wavelengths if wavelengths is None else wavelengths), {}
 
-    def load_pretrained(self, name_or_path: str) -> None:
-        load_dofa_weights(self.model, name_or_path)
+    lora_target_modules = ("qkv",)
+
+    def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
+        return self.layers[index].norm2, self.layers[index].mlp
+
+    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
+        return read_dofa_weights(name_or_path)
 
 
 # Chosen by `model_type`, not by config class: a model loaded as remote code imports the config and the model from

@@ -443,19 +443,17 @@ def _read_saved_folder(folder: str) -> dict[str, torch.Tensor]:
     return {key: value for shard in shards for key, value in load_file(os.path.join(folder, shard)).items()}
 
 
-def load_dofa_weights(model: DOFAModel, name_or_path: str) -> None:
-    """Loads DOFA weights into `model` in place (`load_state_dict(strict=True)`).
+def read_dofa_weights(name_or_path: str) -> dict[str, torch.Tensor]:
+    """DOFA weights under [`DOFAModel`]'s key names.
 
     Args:
-        model ([`DOFAModel`]): a model whose config matches the checkpoint.
         name_or_path (`str`): one of
             - a folder written by `save_pretrained` (DOFAModel key names);
             - a local official `.pth` file (tensors only; pickles that would run code are refused);
             - a file on the Hub as `"owner/repo/filename"`, e.g. `"earthflow/DOFA/DOFA_ViT_large_e100.pth"`.
     """
     if os.path.isdir(name_or_path):
-        model.load_state_dict(_read_saved_folder(name_or_path), strict=True)
-        return
+        return _read_saved_folder(name_or_path)
     if os.path.isfile(name_or_path):
         path = name_or_path
     else:
@@ -465,11 +463,18 @@ def load_dofa_weights(model: DOFAModel, name_or_path: str) -> None:
                 f"{name_or_path!r} is not a local folder or file, nor a Hub file named 'owner/repo/filename'."
             )
         path = hf_hub_download(repo_id="/".join(parts[:2]), filename="/".join(parts[2:]))
-    model.load_state_dict(convert_official_dofa_state_dict(read_state_dict_file(path)), strict=True)
+    return convert_official_dofa_state_dict(read_state_dict_file(path))
+
+
+def load_dofa_weights(model: DOFAModel, name_or_path: str) -> None:
+    """Loads DOFA weights (see [`read_dofa_weights`]) into `model` in place (`load_state_dict(strict=True)`)."""
+    model.load_state_dict(read_dofa_weights(name_or_path), strict=True)
 
 
 AutoConfig.register("dofa", DOFAConfig, exist_ok=True)
 AutoModel.register(DOFAConfig, DOFAModel, exist_ok=True)
 
 
-__all__ = ["DOFAModel", "DOFAPreTrainedModel", "convert_official_dofa_state_dict", "load_dofa_weights"]
+__all__ = [
+    "DOFAModel", "DOFAPreTrainedModel", "convert_official_dofa_state_dict", "load_dofa_weights", "read_dofa_weights",
+]

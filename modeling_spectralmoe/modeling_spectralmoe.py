@@ -12,20 +12,24 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTraine
 from transformers.utils import ModelOutput
 
 from .configuration_spectralmoe import SpectralMoEConfig, rgb_band_indices
+from .adaptformer_adapter import AdaptFormerAdapter
 from .fada_adapter import FADAAdapter
 from .frozen_baseline_adapter import FrozenBaselineAdapter
 from .frozen_encoders import FrozenDepthEncoder, build_visual_encoder
+from .lora_adapter import LoRAAdapter
 from .mask2former_head import SpectralMoEMask2FormerHead
 from .rein_adapter import ReinAdapter
 from .set_adapter import SETAdapter
 from .spectralmoe_adapter import SpectralMoEAdapter
+from .vpt_adapter import VPTAdapter
 
 
 FROZEN_PREFIXES = ("visual_encoder.", "depth_encoder.")
 FEATURE_SCALES = (4.0, 2.0, 1.0, 0.5)  # strides 4, 8, 16, 32 from the patch-16 grid
 ADAPTERS = {
     "spectralmoe": SpectralMoEAdapter, "rein": ReinAdapter, "depthforge": ReinAdapter, "frozen": FrozenBaselineAdapter,
-    "set": SETAdapter, "fada": FADAAdapter,
+    "set": SETAdapter, "fada": FADAAdapter, "lora": LoRAAdapter, "dora": LoRAAdapter, "adaptformer": AdaptFormerAdapter,
+    "vpt": VPTAdapter,
 }
 
 
@@ -98,12 +102,12 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         self.depth_encoder = (
             FrozenDepthEncoder(config, self.visual_encoder.patch_size) if config.uses_depth else None
         )
-        self.adapter = ADAPTERS[config.adapter_type].from_config(config)
-        self.adapter.attach(self.visual_encoder)
-        hidden_size = config.backbone_config.hidden_size
-        self.decode_head = SpectralMoEMask2FormerHead(config, in_channels=[hidden_size] * len(FEATURE_SCALES))
         for encoder in self.frozen_encoders():
             encoder.requires_grad_(False)
+        self.adapter = ADAPTERS[config.adapter_type].from_config(config)
+        self.adapter.attach(self.visual_encoder)  # after freezing: parameters it injects into the encoder train
+        hidden_size = config.backbone_config.hidden_size
+        self.decode_head = SpectralMoEMask2FormerHead(config, in_channels=[hidden_size] * len(FEATURE_SCALES))
         self.post_init()
 
     def frozen_encoders(self) -> list[nn.Module]:
@@ -124,7 +128,7 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
                 "`config.backbone` / `config.depth_backbone` name no checkpoint: these encoders are random and "
                 "exist only in a folder saved with their weights."
             )
-        self.visual_encoder.load_pretrained(self.config.backbone)
+        self.visual_encoder.load_pretrained(self.config.backbone, set(self.adapter.encoder_parameter_names()))
         if self.depth_encoder is not None:
             self.depth_encoder.load_pretrained(self.config.depth_backbone)
 

@@ -88,18 +88,19 @@ def tiny_config(visual_path: str, depth_path: str, **overrides):
     return SpectralMoEConfig(**settings)
 
 
-ZERO_INITIALISED = ("experts_b", "gate_prototypes", "noise_weights", "tokens_b")  # SpectralMoE's and Rein's
-
-
 def randomize_adapter(model, seed: int = 0) -> None:
-    """Non-zero token banks, routers and scale, so that every input path reaches the logits."""
+    """Non-zero values for every trained tensor that starts at zero (expert and token factors, routers, LoRA's B,
+    AdaptFormer's up projection, ...) and a visible residual scale, so that every input path reaches the logits."""
     generator = torch.Generator().manual_seed(seed)
     adapter = model.adapter
+    injected = set(adapter.encoder_parameter_names())
+    trained = [*adapter.named_parameters(), *((n, p) for n, p in model.visual_encoder.model.named_parameters()
+                                              if n in injected)]
     with torch.no_grad():
-        for name, parameter in adapter.named_parameters():
-            if name in ZERO_INITIALISED:
+        for _, parameter in trained:
+            if not parameter.any():
                 parameter.copy_(torch.randn(parameter.shape, generator=generator))
-        if hasattr(adapter, "scale"):  # the frozen baseline has no residual
+        if isinstance(getattr(adapter, "scale", None), torch.nn.Parameter):  # token methods' residual scale
             adapter.scale.fill_(0.5)
 
 
@@ -124,9 +125,11 @@ def run_adapter(adapter, visual, depth, layer, prefix, depth_prefix=1, output_ro
 
 
 def assert_only_adapter_and_head_train(model) -> None:
-    """After a backward pass: adapter and head parameters are trainable, every frozen one is and got no gradient."""
+    """After a backward pass: adapter and head parameters (and those the adapter injected into the encoder) are
+    trainable, every frozen one is not and got no gradient."""
+    injected = {f"visual_encoder.model.{name}" for name in model.adapter.encoder_parameter_names()}
     for name, parameter in model.named_parameters():
-        trainable = name.startswith(("adapter.", "decode_head."))
+        trainable = name.startswith(("adapter.", "decode_head.")) or name in injected
         assert parameter.requires_grad == trainable, name
         if not trainable:
             assert parameter.grad is None, name

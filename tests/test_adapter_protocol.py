@@ -25,6 +25,10 @@ ADAPTER_NO_DECAY = {
     "frozen": {"query_position"},
     "set": {"tokens_a", "tokens_b", "amplitude_tokens", "scale"},
     "fada": {"tokens_a", "tokens_b", "high_tokens_a", "high_tokens_b", "scale"},
+    "lora": {"query_position"},
+    "dora": {"query_position"},
+    "adaptformer": {"query_position"},
+    "vpt": {"query_position", "prompts"},
 }
 CASES = [(host, adapter_type) for host in HOSTS for adapter_type in ADAPTERS]
 
@@ -88,6 +92,9 @@ def test_adapter_protocol(encoders, host, adapter_type):
     no_decay = [group for group in optimizer.param_groups if group["weight_decay"] == 0.0]
     named = dict(model.named_parameters())
     assert {id(p) for p in no_decay[0]["params"]} == {id(named[name]) for name in declared}
+    frozen = {name: p.detach().clone() for name, p in named.items() if not p.requires_grad}
+    optimizer.step()
+    assert all(torch.equal(named[name], value) for name, value in frozen.items())
 
 
 def readme_block(heading: str) -> str:
