@@ -1,8 +1,10 @@
-"""Adapter cost relative to the frozen ViT it plugs into, measured in one run.
+"""Every adapter type's cost relative to the frozen ViT layer it plugs into, measured in one run.
 
-Prints forward+backward time of the SpectralMoE adapter (training mode, non-zero weights, E=6, m=100, r=16) divided by
-that of one frozen transformers DINOv3 layer of the same width (gradient w.r.t. its input only, as in training), for
-the paper form and for the released code's form. Run: `python bench/bench_adapter.py [--threads 2]`.
+For each registered adapter type (training mode, non-zero weights, the paper's sizes: E=6, m=100, r=16; LoRA r=8,
+AdaptFormer 64, VPT 150) prints forward+backward time divided by that of one frozen transformers DINOv3 layer of
+the same width (gradient w.r.t. its input only, as in training). Methods after a layer are timed alone; methods
+inside a layer are timed as the frozen layer with the method attached minus the frozen layer. SpectralMoE is timed
+in the paper's form and in the released code's. Run: `python bench/bench_adapter.py [--threads 2]`.
 """
 
 import argparse
@@ -10,10 +12,14 @@ import statistics
 import time
 
 import torch
-from transformers import DINOv3ViTConfig
-from transformers.models.dinov3_vit.modeling_dinov3_vit import DINOv3ViTLayer, DINOv3ViTRopePositionEmbedding
+from transformers import DINOv3ViTConfig, Dinov2Config
 
-from modeling_spectralmoe import SpectralMoEAdapter
+from modeling_spectralmoe import SpectralMoEConfig
+from modeling_spectralmoe.configuration_spectralmoe import ADAPTER_TYPES
+from modeling_spectralmoe.frozen_encoders import build_visual_encoder
+from modeling_spectralmoe.modeling_spectralmoe import ADAPTERS
+
+IN_LAYER = ("lora", "dora", "adaptformer", "vpt")
 
 
 def median_seconds(step, repeats: int, warmup: int = 2) -> float:
@@ -27,27 +33,31 @@ def median_seconds(step, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def frozen_layer_step(width: int, grid: int, batch: int):
-    config = DINOv3ViTConfig(hidden_size=width, intermediate_size=4 * width, num_attention_heads=width // 64,
-                             num_register_tokens=4)
-    config._attn_implementation = "sdpa"  # what DINOv3ViTModel picks by default
-    layer = DINOv3ViTLayer(config).eval().requires_grad_(False)
-    rope = DINOv3ViTRopePositionEmbedding(config).eval()(torch.empty(1, 3, grid * 16, grid * 16))
-    tokens = torch.randn(batch, 5 + grid * grid, width, requires_grad=True)
+def one_layer_config(width: int, adapter_type: str, **form) -> SpectralMoEConfig:
+    visual = DINOv3ViTConfig(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=1,
+                             num_attention_heads=width // 64, num_register_tokens=4)
+    visual._attn_implementation = "sdpa"  # what DINOv3ViTModel picks by default
+    depth = Dinov2Config(hidden_size=width, num_hidden_layers=1, num_attention_heads=width // 64)
+    return SpectralMoEConfig(backbone=None, depth_backbone=None, backbone_config=visual, depth_backbone_config=depth,
+                             adapter_type=adapter_type, id2label={0: "a"}, **form)
 
+
+def randomize(parameters) -> None:
+    """Non-zero values where the initialisation is zero, so every path computes."""
+    with torch.no_grad():
+        for parameter in parameters:
+            if not parameter.any():
+                parameter.normal_(std=0.02)
+
+
+def layer_step(encoder, tokens, layer_kwargs):
     def step():
-        layer(tokens, position_embeddings=rope).sum().backward()
+        encoder.run_layer(0, tokens, layer_kwargs).sum().backward()
 
     return step
 
 
-def adapter_step(width: int, grid: int, batch: int, **form):
-    torch.manual_seed(0)
-    adapter = SpectralMoEAdapter(num_layers=1, hidden_size=width, num_experts=6, expert_rank=16,
-                                 num_expert_tokens=100, **form).train()
-    with torch.no_grad():
-        for parameter in (adapter.experts_b, adapter.gate_prototypes, adapter.noise_weights):
-            parameter.normal_(std=0.02)
+def adapter_step(adapter, grid: int, batch: int, width: int):
     visual = torch.randn(batch, grid * grid, width, requires_grad=True)  # patch tokens: the host keeps its prefix
     depth = torch.randn(batch, grid * grid, width)
 
@@ -64,22 +74,35 @@ def main():
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--grid", type=int, default=32, help="patch grid side: 32 -> N = 1024 patch tokens")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sizes = (args.width, args.grid, args.batch)
-    layer_time = median_seconds(frozen_layer_step(*sizes), args.repeats)
-    forms = {
-        "paper (dot_product + cross_attention)": {},
-        "official (official_sum_product + official_diagonal)": dict(
-            perceptual_map="official_sum_product", fusion="official_diagonal"
-        ),
-    }
-    print(f"D={args.width}, N={args.grid ** 2}, B={args.batch}, threads={args.threads}, E=6, m=100, r=16, train mode")
+    torch.manual_seed(0)
+    encoder = build_visual_encoder(one_layer_config(args.width, "frozen")).requires_grad_(False)
+    pixels = torch.zeros(args.batch, 3, args.grid * 16, args.grid * 16)
+    tokens, layer_kwargs = encoder.embed(pixels)
+    tokens = torch.randn_like(tokens).requires_grad_(True)
+    layer_time = median_seconds(layer_step(encoder, tokens, layer_kwargs), args.repeats)
+    print(f"D={args.width}, N={args.grid ** 2}, B={args.batch}, threads={args.threads}, train mode")
     print(f"frozen DINOv3 layer fwd+bwd: {layer_time * 1e3:.1f} ms")
-    for name, form in forms.items():
-        adapter_time = median_seconds(adapter_step(*sizes, **form), args.repeats)
-        print(f"adapter {name}: {adapter_time * 1e3:.1f} ms, ratio {adapter_time / layer_time:.3f}")
+    forms = {f"{name}": (name, {}) for name in ADAPTER_TYPES}
+    forms["spectralmoe (released form)"] = ("spectralmoe", dict(perceptual_map="official_sum_product",
+                                                                  fusion="official_diagonal"))
+    print(f"{'adapter':32s} {'ms':>8s} {'ratio':>7s}")
+    for label, (adapter_type, form) in forms.items():
+        config = one_layer_config(args.width, adapter_type, **form)
+        adapter = ADAPTERS[adapter_type].from_config(config).train()
+        if adapter_type in IN_LAYER:
+            host = build_visual_encoder(config).requires_grad_(False)
+            host.load_state_dict(encoder.state_dict())
+            adapter.attach(host)
+            injected = set(adapter.encoder_parameter_names())  # LoRA's A and B live in the encoder
+            randomize([*adapter.parameters(), *(p for n, p in host.model.named_parameters() if n in injected)])
+            seconds = median_seconds(layer_step(host, tokens, layer_kwargs), args.repeats) - layer_time
+        else:
+            randomize(adapter.parameters())
+            seconds = median_seconds(adapter_step(adapter, args.grid, args.batch, args.width), args.repeats)
+        print(f"{label:32s} {seconds * 1e3:8.1f} {seconds / layer_time:7.3f}")
 
 
 if __name__ == "__main__":
