@@ -6,8 +6,8 @@ feature map: the flat (n, b, c) vector is cut into B * D chunks of N values, chu
 the 2x2 stride-2 depthwise filters of channel k mod D, and the sub-band outputs are read back row by row as (N, B, c)
 low and (N, B, 3c) high features (c = D / 4). When D = N (ViT-L at a 512 crop) this is a per-token Haar transform of
 the channel vector. The adjustment is never transformed back: its first c channels come from the low branch, the
-others from the high branch. The official code views each chunk as a square of side sqrt(N); here a chunk is viewed
-on the actual patch grid (h, w), which is the same for square grids and also serves non-square ones.
+others from the high branch. The official code views each chunk as a square of side sqrt(N), so the patch grid must
+be square with an even side (a non-square grid would silently be read as another shape there; here it is refused).
 """
 
 import math
@@ -98,10 +98,14 @@ class FADAAdapter(TokenAdapter):
     def wavelet_split(self, sequence_first: torch.Tensor, grid_size: tuple[int, int]):
         """Low (N, B, c) and high (N, B, 3c) features of tokens (N, B, D) by the official memory-layout Haar step."""
         num_patches, batch_size, width = sequence_first.shape
-        height, grid_width = grid_size
-        if height * grid_width != num_patches or height % 2 or grid_width % 2:
-            raise ValueError(f"FADA's Haar step needs an even patch grid of {num_patches} tokens, found {grid_size}.")
-        chunks = sequence_first.reshape(batch_size, width, height, grid_width)  # chunk k uses channel k mod D
+        side = grid_size[0]
+        if tuple(grid_size) != (side, side) or side % 2 or side * side != num_patches:
+            raise ValueError(
+                f"FADA's Haar step views the tokens as a square grid with an even side (official code), found a "
+                f"{grid_size[0]} x {grid_size[1]} grid: crop or pad inputs to a square whose side is an even number of "
+                "patches (e.g. 512 x 512 px)."
+            )
+        chunks = sequence_first.reshape(batch_size, width, side, side)  # chunk k uses channel k mod D
         bands = [
             F.conv2d(chunks, filters.to(chunks.dtype), stride=2, groups=width).reshape(num_patches, batch_size, -1)
             for filters in self.wavelet_filters

@@ -71,8 +71,9 @@ def test_fada_starts_from_haar_filters_and_trains_them():
     adapter = FADAAdapter(**GOLDEN_SIZES)
     assert torch.equal(adapter.wavelet_filters[:, 5, 0], HAAR_FILTERS)
     assert adapter.wavelet_filters.requires_grad and "wavelet_filters" not in adapter.no_weight_decay()
-    with pytest.raises(ValueError, match="even patch grid"):
-        adapter(torch.randn(1, 15, 32), 0, grid_size=(3, 5))
+    for grid in [(3, 5), (3, 3), (2, 4)]:
+        with pytest.raises(ValueError, match="square grid with an even side"):
+            adapter(torch.randn(1, grid[0] * grid[1], 32), 0, grid_size=grid)
 
 
 @pytest.mark.parametrize("adapter_class, params", [(SETAdapter, 7_546_881), (FADAAdapter, 2_045_441 + 16_384)])
