@@ -158,6 +158,9 @@ class SpectralMoEConfig(PreTrainedConfig):
             Recompute the frozen visual layers in the backward pass instead of storing their activations.
         decoder_hidden_dim (`int`, *optional*, defaults to 256):
             Feature and mask dimension of the Mask2Former head.
+        replace_query_feat (`bool`, *optional*, defaults to `False`):
+            Make the decoder's query features a linear map of the query positions instead of a learned table (the
+            Rein-family head that SET's and FADA's official configs use).
         num_queries (`int`, *optional*):
             Mask queries; follows `num_expert_tokens` (100 when neither is set).
         decoder_num_heads (`int`, *optional*, defaults to 8):
@@ -230,6 +233,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     frozen_activation_checkpointing: bool = False
     decoder_hidden_dim: int = 256
     num_queries: int | None = None
+    replace_query_feat: bool = False
     decoder_num_heads: int = 8
     pixel_decoder_layers: int = 6
     pixel_decoder_ffn_dim: int = 1024

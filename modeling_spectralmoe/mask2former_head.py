@@ -80,11 +80,22 @@ def _mask2former_config(config: SpectralMoEConfig) -> Mask2FormerConfig:
 
 class _ExternalQueryTransformerModule(Mask2FormerTransformerModule):
     """transformers' Mask2Former transformer module whose query position embedding is an input (SpectralMoE takes
-    it from the adapter's expert tokens) instead of its own learned `queries_embedder`; query features stay learned."""
+    it from the adapter's expert tokens) instead of its own learned `queries_embedder`. Query features stay learned,
+    or, with `replace_query_feat` (Rein-family heads, as SET's and FADA's official configs use), are a linear map of
+    the query positions."""
 
-    def __init__(self, in_features: int, config: Mask2FormerConfig):
+    def __init__(self, in_features: int, config: Mask2FormerConfig, replace_query_feat: bool = False):
         super().__init__(in_features, config)
         del self.queries_embedder
+        if replace_query_feat:
+            del self.queries_features
+            self.query_features_projection = nn.Linear(in_features, in_features)
+
+    def query_features(self, query_position_embeddings: Tensor) -> Tensor:
+        """(Q, C) query features: learned, or projected from the positions."""
+        if hasattr(self, "query_features_projection"):
+            return self.query_features_projection(query_position_embeddings)
+        return self.queries_features.weight
 
     def forward(self, multi_scale_features: list[Tensor], mask_features: Tensor, query_position_embeddings: Tensor):
         keys, key_positions, sizes = [], [], []
@@ -96,7 +107,7 @@ class _ExternalQueryTransformerModule(Mask2FormerTransformerModule):
             keys.append((level_features + self.level_embed.weight[level][None, :, None]).permute(2, 0, 1))
         batch_size = mask_features.shape[0]
         return self.decoder(
-            inputs_embeds=self.queries_features.weight.unsqueeze(1).repeat(1, batch_size, 1),  # (Q, B, C)
+            inputs_embeds=self.query_features(query_position_embeddings).unsqueeze(1).repeat(1, batch_size, 1),
             multi_stage_positional_embeddings=key_positions,
             pixel_embeddings=mask_features,
             encoder_hidden_states=keys,
@@ -144,7 +155,8 @@ class SpectralMoEMask2FormerHead(nn.Module):
                 f"The head takes {len(FEATURE_STRIDES)} maps at strides {FEATURE_STRIDES}, got {len(in_channels)}."
             )
         m2f_config = _mask2former_config(config)
-        self.num_labels = config.num_labels
+        self.num_labels, self.num_queries = config.num_labels, config.num_queries
+        self.hidden_dim = config.decoder_hidden_dim
         self.pixel_decoder = Mask2FormerPixelDecoder(m2f_config, feature_channels=list(in_channels))
         for layer in self.pixel_decoder.encoder.layers:  # transformers fixes 4 sampling points; ours are configurable
             layer.self_attn = Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention(
@@ -153,7 +165,9 @@ class SpectralMoEMask2FormerHead(nn.Module):
                 n_levels=self.pixel_decoder.num_feature_levels,
                 n_points=config.pixel_decoder_num_points,
             )
-        self.transformer_module = _ExternalQueryTransformerModule(config.decoder_hidden_dim, m2f_config)
+        self.transformer_module = _ExternalQueryTransformerModule(
+            config.decoder_hidden_dim, m2f_config, config.replace_query_feat
+        )
         self.class_predictor = nn.Linear(config.decoder_hidden_dim, config.num_labels + 1)
         self.criterion = _ConfigWeightedLoss(m2f_config)
         self.reset_parameters()
@@ -165,7 +179,7 @@ class SpectralMoEMask2FormerHead(nn.Module):
             query_position_embeddings (`torch.Tensor` of shape `(num_queries, decoder_hidden_dim)`): added to the
                 queries in every attention of the decoder; gradients flow back to its producer.
         """
-        expected = self.transformer_module.queries_features.weight.shape
+        expected = (self.num_queries, self.hidden_dim)
         if query_position_embeddings.shape != expected:
             raise ValueError(
                 f"`query_position_embeddings` must have shape {tuple(expected)} (num_queries, decoder_hidden_dim), "

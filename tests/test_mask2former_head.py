@@ -181,3 +181,22 @@ def test_converter_rejects_missing_and_unknown_keys(edit, named):
         source[named] = torch.zeros(1)
     with pytest.raises(ValueError, match=named.replace(".", r"\.")):
         convert_mmdet_mask2former_head(source)
+
+
+def test_replace_query_feat_projects_query_features_from_positions():
+    """The Rein-family head of SET's and FADA's official configs: query features = Linear(query positions)."""
+    torch.manual_seed(0)
+    head = SpectralMoEMask2FormerHead(head_config(replace_query_feat=True), in_channels=[32] * 4).eval()
+    names = {name for name, _ in head.named_parameters()}
+    assert "transformer_module.query_features_projection.weight" in names
+    assert not any("queries_features" in name for name in names)
+    features, queries = tiny_inputs()
+    outputs = head(features, queries)
+    outputs.class_queries_logits.sum().backward()
+    assert queries.grad.abs().sum() > 0 and head.transformer_module.query_features_projection.weight.grad.any()
+    transform = head.transformer_module.query_features_projection
+    with torch.no_grad():  # the projection is what feeds the decoder: zeroing it changes the predictions
+        transform.weight.zero_()
+        transform.bias.zero_()
+        changed = head(features, queries).class_queries_logits
+    assert (changed - outputs.class_queries_logits).abs().max() > 1e-4
