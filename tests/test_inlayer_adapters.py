@@ -108,3 +108,14 @@ def test_vpt_runs_each_layer_on_prefix_prompts_patches(tiny_encoders):
         hooked = encoder.run_layer(1, tokens, kwargs)
     assert hooked.shape == tokens.shape
     torch.testing.assert_close(hooked, torch.cat([by_hand[:, :5], by_hand[:, 8:]], dim=1), atol=1e-6, rtol=0)
+
+
+def test_training_checkpoints_keep_the_injected_lora_weights(tiny_encoders):
+    from modeling_spectralmoe.trainer.trainer import _drop_frozen_weights
+
+    model = build(tiny_encoders, "lora")
+    weights = [model.state_dict()]
+    _drop_frozen_weights([model], weights, None)
+    kept = set(weights[0])
+    assert kept == set(model.trained_state_dict())
+    assert any("lora_B" in name for name in kept) and not any("base_layer" in name for name in kept)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import (
-    DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed,
+    DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, extract_model_from_parallel, set_seed,
 )
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..configuration_spectralmoe import SpectralMoEConfig
 from ..data.schema import load_spectral_dataset
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
-from ..modeling_spectralmoe import FROZEN_PREFIXES, SpectralMoEForSemanticSegmentation
+from ..modeling_spectralmoe import SpectralMoEForSemanticSegmentation
 from ..data.loading import ProcessorCollator, SegmentationSplit
 from ..evaluation.protocol import VALIDATION, evaluate_dataset, format_table, source_label_counts
 from .model_card import model_card
@@ -357,12 +357,13 @@ class Trainer:
 
 
 def _drop_frozen_weights(models, weights, output_dir) -> None:
-    """accelerate save-state hook: keep only what training changes (at ViT-L scale 105 MB instead of 1.3 GB); the
-    frozen encoders are reloaded from the checkpoints the config names."""
-    for index, state_dict in enumerate(weights):
+    """accelerate save-state hook: keep only what training changes (at ViT-L scale 105 MB instead of 1.3 GB), as
+    `save_pretrained` does (parameters an adapter injected into an encoder included); the frozen encoders are
+    reloaded from the checkpoints the config names."""
+    for index, (model, state_dict) in enumerate(zip(models, weights)):
+        trained = set(extract_model_from_parallel(model).trained_state_dict())
         weights[index] = {
-            name: tensor for name, tensor in state_dict.items()
-            if not name.removeprefix("module.").startswith(FROZEN_PREFIXES)
+            name: tensor for name, tensor in state_dict.items() if name.removeprefix("module.") in trained
         }
 
 
