@@ -6,7 +6,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from modeling_spectralmoe.trainer.run_config import load_run_config
 from modeling_spectralmoe.trainer.trainer import Trainer
 
 from . import conftest
+from .test_adapter_protocol import readme_block
 from .conftest import TINY_LABELS, save_tiny_dofa, tiny_config
 from .training_fixtures import REPO, write_tiny_preset
 
@@ -246,9 +246,7 @@ def test_small_checkpoints_are_numbered_by_step(reference_run):
 
 
 def test_small_readme_use_a_trained_model_snippet_runs(reference_run):
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Use a trained model", 1)[1]
-    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    snippet = readme_block("## Use a trained model")
     folder = str(reference_run["output_dir"] / "final_model")
     assert '"demo/output/final_model"' in snippet
     completed = subprocess.run([sys.executable, "-c", snippet.replace('"demo/output/final_model"', repr(folder))
