@@ -16,6 +16,10 @@ from .configuration_spectralmoe import SpectralMoEConfig
 
 
 IGNORE_INDEX = 255
+UNSEEN_BAND_RULE = (
+    "a band the processor's statistics do not cover takes those of the trained band with the nearest central "
+    "wavelength (else the trained band of the same name); never statistics of the images or labels"
+)
 # ImageNet statistics in 8-bit digital numbers (the usual [0, 1] values x 255): the default suits uint8 RGB input.
 IMAGENET_MEAN_DN = (123.675, 116.28, 103.53)
 IMAGENET_STD_DN = (58.395, 57.12, 57.375)
@@ -29,6 +33,8 @@ class SpectralMoEImageProcessorKwargs(ImagesKwargs, total=False):
     num_channels: int | None
     size_divisor: int | None
     nodata_value: float | None
+    band_names: list[str] | None
+    wavelengths: list[float] | None
 
 
 class SpectralMoEImageProcessor(BaseImageProcessor):
@@ -60,6 +66,13 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         nodata_value (`float`, *optional*):
             Raw value marking no-data: a pixel equal to it in **all** bands (NaN matches NaN) is set to 0 after
             normalisation, is 0 in `pixel_mask` and 255 (ignore) in `labels`.
+        band_names (`list[str]`, *optional*):
+            Name of each band the statistics belong to (the bands the model was trained on).
+        wavelengths (`list[float]`, *optional*):
+            Central wavelength (micrometres) of each of those bands.
+
+    Other band sets (per call, `preprocess(..., band_names=..., wavelengths=...)`, for wavelength-conditioned encoders)
+    take their statistics by `UNSEEN_BAND_RULE`: see `band_statistics`.
     """
 
     model_input_names = ["pixel_values", "pixel_mask"]
@@ -75,11 +88,18 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         do_resize: bool = False,
         size: int | dict[str, int] | None = None,
         nodata_value: float | None = None,
+        band_names: list[str] | None = None,
+        wavelengths: list[float] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.image_mean, self.image_std = _per_band_statistics(image_mean, image_std, num_channels)
         self.num_channels = len(self.image_mean)
+        for name, values in (("band_names", band_names), ("wavelengths", wavelengths)):
+            if values is not None and len(values) != self.num_channels:
+                raise ValueError(f"`{name}` has {len(values)} entries for {self.num_channels} bands of statistics.")
+        self.band_names = None if band_names is None else [str(name) for name in band_names]
+        self.wavelengths = None if wavelengths is None else [float(value) for value in wavelengths]
         if size_divisor < 1:
             raise ValueError(f"`size_divisor` must be a positive integer, found {size_divisor}.")
         if do_resize and size is None:
@@ -99,6 +119,8 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         input_data_format: str | ChannelDimension | None = None,
         return_tensors: str | None = "pt",
         pixel_mask=None,
+        band_names: list[str] | None = None,
+        wavelengths: list[float] | None = None,
     ) -> BatchFeature:
         r"""
         Normalises, masks, resizes and pads a batch of images (and their label maps).
@@ -118,6 +140,10 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
                 Pixels that hold a measurement. A pixel where it is 0 is no-data whatever its values (NaN allowed), like
                 a `nodata_value` pixel: 0 after normalisation, 0 in the returned `pixel_mask`, 255 in `labels`. Used
                 for pixels that augmentation added or resampled from no-data.
+            band_names (`list[str]`, *optional*), wavelengths (`list[float]`, *optional*):
+                The images' own bands when they are not the processor's (another sensor, for a wavelength-conditioned
+                encoder): each band's statistics are picked by `band_statistics`, and both lists are returned for the
+                model (`model(**inputs)` then runs on these bands).
 
         Returns:
             [`BatchFeature`] with
@@ -126,6 +152,7 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
               no-data.
             - **labels** (`int64` of shape `(batch_size, height, width)`, only with `segmentation_maps`): class indices,
               255 for ignore, no-data and padding.
+            - **wavelengths** (`list[float]`), **band_names** (`list[str]`): only when given.
         """
         images = _as_list(images, single_ndim=3)
         maps = None if segmentation_maps is None else _as_list(segmentation_maps, single_ndim=2)
@@ -135,12 +162,15 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         if masks is not None and len(masks) != len(images):
             raise ValueError(f"Got {len(images)} images but {len(masks)} pixel masks.")
 
+        per_call = band_names is not None or wavelengths is not None
+        mean, std, _ = self.band_statistics(band_names, wavelengths) if per_call else (
+            self.image_mean, self.image_std, None)
         pixel_values, pixel_masks, labels = [], [], []
         for index, image in enumerate(images):
-            bands = self._to_bands(image, input_data_format, index)
+            bands = self._to_bands(image, input_data_format, index, len(mean))
             measured = None if masks is None else _to_label(masks[index], bands.shape[-2:], index, "Pixel mask").bool()
             valid = self._valid_pixels(bands, index, measured)
-            pixel_values.append(self._normalize(bands).masked_fill(~valid, 0.0))
+            pixel_values.append(_normalize(bands, mean, std).masked_fill(~valid, 0.0))
             pixel_masks.append(valid.long())
             if maps is not None:
                 labels.append(_to_label(maps[index], bands.shape[-2:], index).masked_fill(~valid, IGNORE_INDEX))
@@ -161,9 +191,49 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         data = {"pixel_values": torch.stack(pixel_values), "pixel_mask": torch.stack(pixel_masks)}
         if maps is not None:
             data["labels"] = torch.stack(labels)
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        features = BatchFeature(data=data, tensor_type=return_tensors)
+        if per_call:  # plain lists, passed through to the model as they are
+            features.update({key: value for key, value in (("band_names", band_names), ("wavelengths", wavelengths))
+                             if value is not None})
+        return features
 
-    def post_process_semantic_segmentation(self, outputs, target_sizes=None) -> list[torch.Tensor]:
+    def band_statistics(self, band_names: list[str] | None = None, wavelengths: list[float] | None = None
+                        ) -> tuple[list[float], list[float], list[str]]:
+        r"""
+        Statistics for a band set other than the processor's, by `UNSEEN_BAND_RULE`: a band with a wavelength takes
+        those of the processor's band with the nearest wavelength (the same band when the wavelengths agree);
+        without one, those of the processor's band of the same name (case-insensitive). Never computed from the
+        images or labels, so evaluation on a target sensor uses only what the model was trained with.
+
+        Returns:
+            `(mean, std, sources)`, where `sources[i]` says which processor band band `i` took them from.
+        """
+        count = len(wavelengths if wavelengths is not None else band_names)
+        if band_names is not None and wavelengths is not None and len(band_names) != count:
+            raise ValueError(f"Got {len(band_names)} band names for {count} wavelengths.")
+        known_names = [name.strip().lower() for name in self.band_names or []]
+        mean, std, sources = [], [], []
+        for band in range(count):
+            name = None if band_names is None else band_names[band]
+            if wavelengths is not None and self.wavelengths is not None:
+                source = min(range(self.num_channels), key=lambda i: abs(self.wavelengths[i] - wavelengths[band]))
+                how = f"nearest wavelength {self.wavelengths[source]:g} um"
+            elif name is not None and name.strip().lower() in known_names:
+                source, how = known_names.index(name.strip().lower()), "same name"
+            else:
+                raise ValueError(
+                    f"No statistics for band {band} ({name or 'unnamed'}, wavelength "
+                    f"{None if wavelengths is None else wavelengths[band]}): the processor's bands are "
+                    f"{self.band_names} with wavelengths {self.wavelengths}; give the band's wavelength (and the "
+                    "processor's `wavelengths`) or a name among them."
+                )
+            label = self.band_names[source] if self.band_names else f"band {source}"
+            mean.append(self.image_mean[source])
+            std.append(self.image_std[source])
+            sources.append(f"{label} ({how})")
+        return mean, std, sources
+
+    def post_process_semantic_segmentation(self, outputs, target_sizes=None, pixel_mask=None) -> list[torch.Tensor]:
         r"""
         Turns per-class scores into label maps.
 
@@ -174,59 +244,56 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
                 Original (height, width) of each image. The bottom/right padding added by `preprocess` is cut off
                 first (it is not part of the image), then the scores are resized bilinearly (align_corners=False) to
                 this size. Without it, maps keep the logits' resolution, padding included.
+            pixel_mask (`torch.Tensor` of shape `(batch_size, height, width)`, *optional*):
+                The `pixel_mask` that `preprocess` returned: its no-data pixels are 255 (ignore) in the label maps,
+                not a class.
 
         Returns:
-            `list[torch.LongTensor]`: one (height, width) map of class indices per image.
+            `list[torch.LongTensor]`: one (height, width) map of class indices per image, 255 at no-data.
         """
         logits = outputs.logits
+        if pixel_mask is not None and tuple(pixel_mask.shape[-2:]) != tuple(logits.shape[-2:]):
+            raise ValueError(f"`pixel_mask` has shape {tuple(pixel_mask.shape)}, the logits {tuple(logits.shape)}.")
         if target_sizes is None:
-            return list(logits.argmax(dim=1))
+            label_maps = list(logits.argmax(dim=1))
+            return label_maps if pixel_mask is None else [
+                label.masked_fill(mask == 0, IGNORE_INDEX) for label, mask in zip(label_maps, pixel_mask)]
         if len(target_sizes) != len(logits):
             raise ValueError(f"Got {len(logits)} logits but {len(target_sizes)} target sizes.")
         label_maps = []
-        for scores, target_size in zip(logits, target_sizes):
+        for index, (scores, target_size) in enumerate(zip(logits, target_sizes)):
             height, width = (int(length) for length in target_size)
             # Without resizing, the image occupies the top-left (height, width) of the padded input; with resizing,
             # the top-left `size`.
             valid_height, valid_width = (self.size["height"], self.size["width"]) if self.do_resize else (height, width)
             scores = scores[None, :, :valid_height, :valid_width]
             scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-            label_maps.append(scores[0].argmax(dim=0))
+            label_map = scores[0].argmax(dim=0)
+            if pixel_mask is not None:
+                mask = _resize(pixel_mask[index, :valid_height, :valid_width].to(label_map.device), (height, width),
+                               "nearest-exact")
+                label_map = label_map.masked_fill(mask == 0, IGNORE_INDEX)
+            label_maps.append(label_map)
         return label_maps
 
-    def _to_bands(self, image, input_data_format, index: int) -> torch.Tensor:
+    def _to_bands(self, image, input_data_format, index: int, num_channels: int) -> torch.Tensor:
         """One image as a float32 (C, H, W) tensor in raw units."""
         if isinstance(image, Image.Image):
+            if len(image.getbands()) != num_channels:
+                raise ValueError(
+                    f"Image {index} is a PIL image with {len(image.getbands())} bands (mode {image.mode}) but "
+                    f"{num_channels} bands are expected: pass the model's bands as a (C, H, W) array with "
+                    "`input_data_format='channels_first'` (the pipeline takes PIL images for 3-band R, G, B models)."
+                )
             input_data_format = ChannelDimension.LAST
         bands = _to_tensor(image, torch.float32)
         if bands.ndim == 2:
-            return self._check_band_count(bands[None], index)
+            return _check_band_count(bands[None], index, num_channels)
         if bands.ndim != 3:
             raise ValueError(f"Image {index} must have 2 or 3 dimensions, found shape {tuple(bands.shape)}.")
-        if self._channel_dimension(bands.shape, input_data_format, index) == ChannelDimension.LAST:
+        if _channel_dimension(bands.shape, input_data_format, index, num_channels) == ChannelDimension.LAST:
             bands = bands.permute(2, 0, 1)
-        return self._check_band_count(bands, index)
-
-    def _channel_dimension(self, shape, input_data_format, index: int) -> ChannelDimension:
-        if input_data_format is not None:
-            return ChannelDimension(input_data_format)
-        first, last = shape[0] == self.num_channels, shape[-1] == self.num_channels
-        if first != last:
-            return ChannelDimension.FIRST if first else ChannelDimension.LAST
-        found = "both the first and the last axis have" if first else "neither the first nor the last axis has"
-        raise ValueError(
-            f"Cannot tell the band axis of image {index} with shape {tuple(shape)}: {found} {self.num_channels} "
-            "entries (the processor's band count). Pass `input_data_format='channels_first'` or `'channels_last'`."
-        )
-
-    def _check_band_count(self, bands: torch.Tensor, index: int) -> torch.Tensor:
-        if bands.shape[0] != self.num_channels:
-            raise ValueError(
-                f"Image {index} has {bands.shape[0]} bands but the processor expects {self.num_channels} "
-                "(one per `image_mean` / `image_std` entry); if its bands lie on the other axis, pass "
-                "`input_data_format`."
-            )
-        return bands
+        return _check_band_count(bands, index, num_channels)
 
     def _valid_pixels(self, bands: torch.Tensor, index: int, measured: torch.Tensor | None = None) -> torch.Tensor:
         """(H, W) bool, False at no-data (`nodata_value` pixels, and pixels not `measured`); raises on NaN / inf
@@ -245,11 +312,6 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
             )
         return ~nodata
 
-    def _normalize(self, bands: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.image_mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.image_std, dtype=torch.float32)[:, None, None]
-        return (bands - mean) / std
-
     def _padded_size(self, images: list[torch.Tensor]) -> tuple[int, int]:
         """The batch's largest height and width, each rounded up to a multiple of `size_divisor`."""
         height = max(image.shape[-2] for image in images)
@@ -258,6 +320,36 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
             math.ceil(height / self.size_divisor) * self.size_divisor,
             math.ceil(width / self.size_divisor) * self.size_divisor,
         )
+
+
+def _channel_dimension(shape, input_data_format, index: int, num_channels: int) -> ChannelDimension:
+    if input_data_format is not None:
+        return ChannelDimension(input_data_format)
+    first, last = shape[0] == num_channels, shape[-1] == num_channels
+    if first != last:
+        return ChannelDimension.FIRST if first else ChannelDimension.LAST
+    found = "both the first and the last axis have" if first else "neither the first nor the last axis has"
+    raise ValueError(
+        f"Cannot tell the band axis of image {index} with shape {tuple(shape)}: {found} {num_channels} entries (the "
+        "band count). Pass `input_data_format='channels_first'` or `'channels_last'` (PIL images are always read "
+        "bands-last; a PIL image with another band count than the model's is the wrong input)."
+    )
+
+
+def _check_band_count(bands: torch.Tensor, index: int, num_channels: int) -> torch.Tensor:
+    if bands.shape[0] != num_channels:
+        raise ValueError(
+            f"Image {index} has {bands.shape[0]} bands but the processor expects {num_channels} (one per "
+            "`image_mean` / `image_std` entry, or per call-time band); if its bands lie on the other axis, pass "
+            "`input_data_format`."
+        )
+    return bands
+
+
+def _normalize(bands: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return (bands - mean) / std
 
 
 def nodata_pixels(bands: torch.Tensor, nodata_value: float | None) -> torch.Tensor:

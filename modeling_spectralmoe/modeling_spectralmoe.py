@@ -1,5 +1,6 @@
 """SpectralMoE for semantic segmentation: frozen visual + depth encoders, the dual-gated MoE adapter, Mask2Former."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +129,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
                 "`config.backbone` / `config.depth_backbone` name no checkpoint: these encoders are random and "
                 "exist only in a folder saved with their weights."
             )
+        for name in ("backbone", "depth_backbone") if self.depth_encoder is not None else ("backbone",):
+            _check_local_checkpoint(name, getattr(self.config, name))
         self.visual_encoder.load_pretrained(self.config.backbone, set(self.adapter.encoder_parameter_names()))
         if self.depth_encoder is not None:
             self.depth_encoder.load_pretrained(self.config.depth_backbone)
@@ -359,6 +362,18 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         if not getattr(model.config, "encoder_weights_in_checkpoint", False):
             model.load_pretrained_encoders()
         return (model, loading_info) if output_loading_info else model
+
+
+def _check_local_checkpoint(name: str, value: str) -> None:
+    """A local encoder folder that is gone (a model trained from local folders, then moved) would otherwise surface
+    as a Hub repo-id error about the path."""
+    looks_local = os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1
+    if looks_local and not os.path.isdir(os.path.expanduser(value)):
+        raise FileNotFoundError(
+            f"`config.{name}` names the local encoder folder {value}, which does not exist (moved or on another "
+            f"machine?). Pass its new place or a Hub id: `from_pretrained(folder, {name}=...)`; or save the model "
+            "with its encoders (`save_pretrained(folder, save_encoders=True)`, `save_encoders: true` in training)."
+        )
 
 
 AutoConfig.register(SpectralMoEConfig.model_type, SpectralMoEConfig, exist_ok=True)

@@ -14,6 +14,13 @@ REAL_DATA = SHARED / "data" / "real"
 torch.set_num_threads(2)
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """A checkout without ../shared skips the golden and real-data tests: say so once, not only per skipped test."""
+    if not SHARED.is_dir():
+        terminalreporter.write_line(f"NOTE: {SHARED} is absent: the golden and real-data tests were skipped (see "
+                                    "the skips above); they need the shared reference data beside the checkout.")
+
+
 def golden_tensors(name: str) -> dict[str, torch.Tensor]:
     """The tensors of `../shared/golden/<name>.safetensors`, or a skip when the folder is absent."""
     path = GOLDEN / f"{name}.safetensors"

@@ -76,7 +76,7 @@ def test_padding_and_nodata_are_zero_after_normalisation_and_ignored():
         features=segmentation_features(4, 20, 24, "uint8"),
     )
     config = AugmentationConfig(crop_size=32, scale_range=None, flip_prob=0.0, rgb_bands=[1, 2, 3],
-                                brightness_delta=32)
+                                brightness_delta=32, value_range=255)
     processor = SpectralMoEImageProcessor(image_mean=[50.0] * 4, image_std=[10.0] * 4, nodata_value=0)
     collate = ProcessorCollator(processor)
     for seed in range(4):

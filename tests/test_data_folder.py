@@ -74,11 +74,11 @@ def test_folder_domains_append_resume_and_refuse(tmp_path):
     failure = _build(tmp_path / "three_bands", tmp_path / "other", "--domain", "c", *common, expect_failure=True)
     assert "expected 4 bands (NIR, R, G, B), found 3" in failure.stderr
     nan_image = np.full((4, 64, 64), 0.5, np.float32)
-    nan_image[1, 3, 4] = np.nan
+    nan_image[1, 3, 4] = np.inf  # NaN marks no-data (test_bad_input_04...); infinity is an error
     write_tif(tmp_path / "nan" / "images" / "n1.tif", nan_image)
     write_tif(tmp_path / "nan" / "labels" / "n1.tif", np.ones((1, 64, 64), np.uint8))
     failure = _build(tmp_path / "nan", tmp_path / "other", "--domain", "n", *common, expect_failure=True)
-    assert "expected finite values, found 1 NaN/inf values" in failure.stderr
+    assert "expected finite values or NaN (no-data), found 1 infinite values" in failure.stderr
     failure = _build(tmp_path / "sensor_b", out, "--domain", "c", "--class-names", "x", "y", "--role", "target",
                      expect_failure=True)
     assert "expected the dataset's classes" in failure.stderr

@@ -92,15 +92,14 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset, ti
     preset = write_tiny_preset(tmp_path / "run.yaml", tiny_dataset, tmp_path / "out", tiny_encoders)
     trainer = Trainer(load_run_config(preset))
     initial = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
-    save_state = trainer.accelerator.save_state
+    save_checkpoint = trainer._save_checkpoint
 
-    def save_state_then_die(*args, **kwargs):
-        saved = save_state(*args, **kwargs)
+    def save_checkpoint_then_die():
+        save_checkpoint()
         if trainer.progress.global_step == 3:
             raise Interrupted
-        return saved
 
-    trainer.accelerator.save_state = save_state_then_die
+    trainer._save_checkpoint = save_checkpoint_then_die
     with pytest.raises(Interrupted):
         trainer.train()  # 6-step schedule, killed after the step-3 checkpoint (mid-epoch: 3 of 4 batches)
     assert not (tmp_path / "out" / "final_model").exists()

@@ -2,13 +2,15 @@
 torch ops on C-band tensors in raw units (before normalisation).
 
 Random resize of the short side, random crop with a cap on the dominant class (`cat_max_ratio`), horizontal flip and
-mmseg's photometric distortion restricted to the bands the metadata names R, G and B. Pixels without a measurement
+mmseg's photometric distortion restricted to the bands the metadata names R, G and B, scaled to the data's value range
+(`resolve_value_range`: 255 for 8-bit data, else from the source statistics). Pixels without a measurement
 (no-data, and the padding added here) are NaN in the image, so every step carries them along; the image processor
 turns them into 0 after normalisation and ignores their labels.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,8 +30,10 @@ class AugmentationConfig:
         flip_prob: probability of a horizontal flip.
         photometric: apply brightness, contrast, saturation and hue jitter to the R, G, B bands.
         rgb_bands: indices of R, G, B in the input (from the band names); `None` disables photometric jitter.
-        brightness_delta: brightness shift bound, in raw units (32 for 8-bit data).
-        value_range: maximum raw value of the sensor (255 for 8-bit), used to clip and to scale hue/saturation math.
+        brightness_delta: brightness shift bound in 1/255 of `value_range` (32: mmseg's ±32 on 8-bit data).
+        value_range: raw value of full brightness: jittered R, G, B values are clipped to [0, value_range] and the
+            brightness shift and hue/saturation maths scale with it. `None` (default) follows the data
+            (`resolve_value_range`): 255 for uint8, otherwise the largest mean + 3 std of the R, G, B bands.
     """
 
     crop_size: int = 512
@@ -39,7 +43,30 @@ class AugmentationConfig:
     photometric: bool = True
     rgb_bands: list[int] | None = None
     brightness_delta: float = 32.0
-    value_range: float = 255.0
+    value_range: float | None = None
+
+
+STATISTICS_RANGE_STDS = 3  # mean + 3 std: about the 99.9th percentile of a band
+
+
+def resolve_value_range(config: AugmentationConfig, dtype: str, mean: list[float], std: list[float]
+                        ) -> AugmentationConfig:
+    """`config` with the value range of the data: 255 for uint8 data, else from the R, G, B bands' raw statistics.
+    A range set by hand that most R, G, B values exceed (e.g. 255 on uint16 data) would clip the training inputs
+    (evaluation inputs are never clipped): refused."""
+    if not config.photometric or config.rgb_bands is None:
+        return config
+    rgb_mean, rgb_std = np.asarray(mean)[config.rgb_bands], np.asarray(std)[config.rgb_bands]
+    if config.value_range is None:
+        derived = 255.0 if np.dtype(dtype) == np.uint8 else float((rgb_mean + STATISTICS_RANGE_STDS * rgb_std).max())
+        return replace(config, value_range=derived)
+    if (rgb_mean + rgb_std).max() > config.value_range:
+        raise ValueError(
+            f"`augmentation.value_range` is {config.value_range:g}, but the R, G, B bands ({dtype} data) have mean + "
+            f"std up to {(rgb_mean + rgb_std).max():.6g}: the photometric jitter would clip most training pixels. "
+            "Leave `value_range` unset (null) to follow the data, or set the sensor's range."
+        )
+    return config
 
 
 def random_resize(image: torch.Tensor, label: torch.Tensor, crop_size: int, scale_range, generator) -> tuple:
@@ -113,23 +140,26 @@ def photometric_distortion(image: torch.Tensor, config: AugmentationConfig, gene
     def uniform(low: float, high: float) -> float:
         return low + (high - low) * torch.rand((), generator=generator).item()
 
+    if config.value_range is None:
+        raise ValueError("`value_range` is unset: call `resolve_value_range` with the data's dtype and statistics.")
+    top, delta = config.value_range, config.brightness_delta * config.value_range / 255
     rgb = image[config.rgb_bands]
     if coin():  # each step clips to the sensor's range, as mmseg's does
-        rgb = (rgb + uniform(-config.brightness_delta, config.brightness_delta)).clamp(0, config.value_range)
+        rgb = (rgb + uniform(-delta, delta)).clamp(0, top)
     contrast_first = coin()
     contrast = uniform(0.5, 1.5) if coin() else None
     if contrast_first and contrast is not None:
-        rgb = (rgb * contrast).clamp(0, config.value_range)
-    hsv = rgb_to_hsv((rgb / config.value_range).clamp(0, 1))
+        rgb = (rgb * contrast).clamp(0, top)
+    hsv = rgb_to_hsv((rgb / top).clamp(0, 1))
     if coin():
         hsv[1] = (hsv[1] * uniform(0.5, 1.5)).clamp(0, 1)
     if coin():
         hsv[0] = (hsv[0] + uniform(-18, 18) / 180) % 1.0
-    rgb = hsv_to_rgb(hsv) * config.value_range
+    rgb = hsv_to_rgb(hsv) * top
     if not contrast_first and contrast is not None:
         rgb = rgb * contrast
     image = image.clone()
-    image[config.rgb_bands] = rgb.clamp(0, config.value_range)
+    image[config.rgb_bands] = rgb.clamp(0, top)
     return image
 
 

@@ -68,9 +68,11 @@ class SpectralMetadata:
         nodata (`float`, *optional*): raw value that marks a no-data pixel when **all** its bands hold it (NaN
             allowed for float data); such pixels are left out of the statistics.
         ignore_index (`int`, defaults to 255): label value that is not scored.
-        domain_bands (`dict[str, dict]`, defaults to `{}`): per-domain overrides for domains whose bands differ from
-            `band_names` / `wavelengths` but have the same count (e.g. Vaihingen's NIR-R-G next to Potsdam's R-G-B):
-            `{domain: {"band_names": [...], "wavelengths": [...] or None}}`. See `bands_of`.
+        domain_bands (`dict[str, dict]`, defaults to `{}`): per-domain band sets for domains whose bands differ from
+            `band_names` / `wavelengths`: `{domain: {"band_names": [...], "wavelengths": [...] or None}}`. The same
+            count (e.g. Vaihingen's NIR-R-G next to Potsdam's R-G-B) or another count, which needs wavelengths on both
+            sides (for wavelength-conditioned encoders such as DOFA; e.g. a 12-band target next to a 48-band source).
+            A domain's split stores its own band count. See `bands_of`.
         description (`str`, defaults to `""`): free text for people (provenance, protocol, licence pointer).
         schema_version (`int`): version of this file's format.
     """
@@ -111,13 +113,16 @@ class SpectralMetadata:
             raise ValueError(f"`id2label` keys must be 0..K-1, found {sorted(self.id2label)}.")
         if self.ignore_index in self.id2label:
             raise ValueError(f"`ignore_index` {self.ignore_index} is also a class index in `id2label`.")
-        for domain, bands_info in self.domain_bands.items():
-            for name in ("band_names", "wavelengths"):
-                values = bands_info.get(name)
-                if values is not None and len(values) != bands:
-                    raise ValueError(
-                        f"`domain_bands[{domain!r}][{name!r}]` has {len(values)} values, expected {bands}."
-                    )
+        for domain in self.domain_bands:
+            names, wavelengths = self.bands_of(domain)
+            if wavelengths is not None and len(wavelengths) != len(names):
+                raise ValueError(f"`domain_bands[{domain!r}]` has {len(wavelengths)} wavelengths for {len(names)} "
+                                 f"band names {names}.")
+            if len(names) != bands and (wavelengths is None or self.wavelengths is None):
+                raise ValueError(
+                    f"Domain {domain!r} has {len(names)} bands, the dataset {bands}: a different band count needs "
+                    "wavelengths for both (only a wavelength-conditioned encoder such as DOFA can read it)."
+                )
 
     @property
     def num_labels(self) -> int:
@@ -297,8 +302,11 @@ def load_spectral_dataset(
     path = os.fspath(path_or_id)
     if os.path.isfile(os.path.join(path, "dataset_dict.json")):
         dataset = datasets.load_from_disk(path)
-    elif os.path.isdir(path):
-        dataset = datasets.load_dataset("parquet", data_files=_parquet_splits(path), cache_dir=cache_dir)
+    elif os.path.isdir(path):  # split by split: splits of other band counts have other features
+        dataset = datasets.DatasetDict({
+            split: datasets.load_dataset("parquet", data_files={split: files}, split=split, cache_dir=cache_dir)
+            for split, files in _parquet_splits(path).items()
+        })
     else:
         dataset = datasets.load_dataset(path, cache_dir=cache_dir, revision=revision)
     return with_native_numpy_format(dataset), SpectralMetadata.load(path, revision=revision)

@@ -7,7 +7,6 @@ Under torchrun the images are split across the processes; the results equal thos
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch.distributed as dist
@@ -15,7 +14,9 @@ import torch.distributed as dist
 from ..data.schema import load_spectral_dataset
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
 from ..modeling_spectralmoe import SpectralMoEForSemanticSegmentation
-from .protocol import EVALUATION_MODES, EvaluationConfig, check_dataset_matches_model, evaluate_dataset, format_table
+from .protocol import (
+    EVALUATION_MODES, EvaluationConfig, check_dataset_matches_model, evaluate_dataset, format_table, results_json,
+)
 
 
 def main(argv=None):
@@ -47,12 +48,12 @@ def main(argv=None):
     if not [split for split in dataset if split != metadata.source_split]:
         raise SystemExit(f"error: {args.dataset} has no validation or target split to evaluate.")
     config = EvaluationConfig(mode=args.mode, crop=args.crop, stride=args.stride, batch_size=args.batch_size)
-    results = evaluate_dataset(model, processor, dataset, metadata.source_split, config, rank, world)
+    results = evaluate_dataset(model, processor, dataset, metadata.source_split, config, rank, world,
+                               metadata=metadata)
     if rank == 0:
         print(format_table(results, f"{args.model} on {args.dataset}"))
         if args.output:
-            with open(args.output, "w") as handle:
-                json.dump(results, handle, indent=2)
+            Path(args.output).write_text(results_json(results))
     if distributed:
         dist.destroy_process_group()
 

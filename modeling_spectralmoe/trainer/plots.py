@@ -3,6 +3,8 @@
 import numpy as np
 import torch
 
+from ..configuration_spectralmoe import rgb_band_indices
+from ..data.loading import split_bands
 from ..data.schema import with_native_numpy_format
 from ..evaluation.protocol import MEAN_OVER_DOMAINS
 
@@ -41,32 +43,42 @@ def save_domain_chart(results: dict[str, dict], path) -> None:
     plt.close(figure)
 
 
-def display_rgb(pixel_values: np.ndarray, rgb_bands: list[int] | None) -> np.ndarray:
+def display_rgb(pixel_values: np.ndarray, rgb_bands: list[int] | None, valid: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 3) image in [0, 1] from raw (C, H, W) bands: the bands named R, G, B (else the first three, or the
-    single band as grey), each stretched between its 2nd and 98th percentile."""
+    single band as grey), each stretched between its 2nd and 98th percentile over the `valid` pixels; no-data pixels
+    (not `valid`) are black."""
     bands = rgb_bands or list(range(min(3, pixel_values.shape[0])))
     image = pixel_values[bands].astype(np.float64)
     if image.shape[0] == 1:
         image = np.repeat(image, 3, axis=0)
-    low, high = np.percentile(image, [2, 98], axis=(1, 2), keepdims=True)
-    return np.clip((image - low) / np.maximum(high - low, 1e-6), 0, 1).transpose(1, 2, 0)
+    valid = np.ones(image.shape[1:], dtype=bool) if valid is None else valid
+    if not valid.any():
+        return np.zeros((*image.shape[1:], 3))
+    low, high = np.percentile(image[:, valid], [2, 98], axis=1)[..., None, None]
+    stretched = np.clip((image - low) / np.maximum(high - low, 1e-6), 0, 1)
+    return np.where(valid, stretched, 0).transpose(1, 2, 0)
 
 
 @torch.no_grad()
-def save_prediction_grid(model, processor, dataset, splits: list[str], rgb_bands, id2label, path) -> None:
-    """One row per split: the first image, its label and the model's prediction (ignored pixels in black)."""
+def save_prediction_grid(model, processor, dataset, splits: list[str], metadata, id2label, path) -> None:
+    """One row per split: the first image, its label and the model's prediction, each split with its own bands
+    (`split_bands`); ignored and no-data pixels in black."""
     plt = _pyplot()
     colours = plt.get_cmap("tab20").colors
     palette = np.array([colours[i % len(colours)] for i in range(len(id2label))] + [(0.0, 0.0, 0.0)])
     figure, axes = plt.subplots(len(splits), 3, figsize=(7.5, 2.6 * len(splits)), squeeze=False)
     for row, split in zip(axes, splits):
         example = with_native_numpy_format(dataset[split])[0]
-        inputs = processor(example["pixel_values"], input_data_format="channels_first", return_tensors="pt")
-        outputs = model(pixel_values=inputs["pixel_values"].to(model.device))
-        prediction = processor.post_process_semantic_segmentation(outputs, target_sizes=[example["label"].shape])
-        prediction = prediction[0].cpu().numpy()
+        bands = split_bands(dataset[split], metadata, model.config)
+        inputs = processor(example["pixel_values"], input_data_format="channels_first", return_tensors="pt", **bands)
+        outputs = model(pixel_values=inputs["pixel_values"].to(model.device), **bands)
+        prediction = processor.post_process_semantic_segmentation(
+            outputs, target_sizes=[example["label"].shape], pixel_mask=inputs["pixel_mask"])[0].cpu().numpy()
         label = np.where(example["label"] == 255, len(id2label), example["label"])
-        panels = (display_rgb(example["pixel_values"], rgb_bands), palette[label], palette[prediction])
+        prediction = np.where(prediction == 255, len(id2label), prediction)
+        valid = inputs["pixel_mask"][0, : label.shape[0], : label.shape[1]].numpy().astype(bool)
+        rgb_bands = rgb_band_indices(bands.get("band_names") or metadata.band_names, bands.get("wavelengths"))
+        panels = (display_rgb(example["pixel_values"], rgb_bands, valid), palette[label], palette[prediction])
         for axis, panel, title in zip(row, panels, (split, "label", "prediction")):
             axis.imshow(panel, interpolation="nearest")
             axis.set_title(title, fontsize=9)

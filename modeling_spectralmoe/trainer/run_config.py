@@ -73,6 +73,9 @@ class RunConfig:
         checkpointing_steps: `save_state` every this many optimizer steps (and at every epoch end).
         checkpoints_total_limit: keep only the newest this many checkpoints.
         resume_from_checkpoint: a checkpoint folder, or `"latest"` for the newest in `output_dir`.
+        save_encoders: also write the frozen encoders' weights into the saved model folders, which then load without
+            the encoder checkpoints that `model.backbone` / `model.depth_backbone` name (e.g. local folders that may
+            move).
         overwrite_output_dir: start a new run in an `output_dir` that holds another run's checkpoints (deleting
             them); without it such a start is refused, so nothing is lost by a forgotten `--resume_from_checkpoint`.
         router_diagnostics_steps: log router statistics every this many steps (0 disables).
@@ -104,6 +107,7 @@ class RunConfig:
     checkpoints_total_limit: int = field(default=2, metadata=POSITIVE)
     resume_from_checkpoint: str | None = None
     overwrite_output_dir: bool = False
+    save_encoders: bool = False
     router_diagnostics_steps: int = field(default=50, metadata=NON_NEGATIVE)
     report_to: str = "tensorboard"
     push_to_hub: bool = False

@@ -1,7 +1,11 @@
 """Train SpectralMoE on a source domain and evaluate it on every target domain.
 
-    accelerate launch -m modeling_spectralmoe.trainer.train --config PRESET [--key value ...]
+    accelerate launch -q -m modeling_spectralmoe.trainer.train --config PRESET [--key value ...]
     spectralmoe-train --config PRESET [--key value ...]          # one process, no accelerate config needed
+
+A wrong setting, a missing path, a locked output folder or a full disk ends the run with one line `error: ...`; under
+`accelerate launch`, its `-q` keeps that line the last one printed (without it, accelerate adds the traceback of the
+failed subprocess).
 
 PRESET is a YAML file or the name of a preset shipped with the package (`demo`, `flair`, `loveda`, ...). Any field of
 the run configuration (see `modeling_spectralmoe.trainer.run_config.RunConfig`) can be overridden, nested ones with
@@ -16,24 +20,15 @@ from .run_config import load_run_config
 from .trainer import Trainer
 
 
-class _WithoutCheckpointRotationNotices(logging.Filter):
-    """accelerate warns each time it deletes the oldest checkpoint, which `checkpoints_total_limit` asks for."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "checkpoints to make room" not in record.getMessage()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML preset: a file, or the name of a packaged preset (e.g. demo)")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("accelerate.accelerator").addFilter(_WithoutCheckpointRotationNotices())
     try:
-        trainer = Trainer(load_run_config(args.config, overrides))
-    except (ValueError, FileNotFoundError) as error:  # a setting or a path is wrong: say which, no traceback
+        Trainer(load_run_config(args.config, overrides)).train()
+    except (ValueError, OSError) as error:  # a setting, a path or the disk is wrong: say which, no traceback
         parser.exit(2, f"error: {error}\n")
-    trainer.train()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 every target domain, resumable checkpoints, router diagnostics, model selection without peeking, and the final model
 folder."""
 
+import errno
+import fcntl
 import json
 import logging
 import math
+import os
 import re
 import shutil
 from dataclasses import dataclass, fields, replace
@@ -20,11 +23,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_spectralmoe import SpectralMoEConfig
+from ..data.augmentation import resolve_value_range
+from ..data.loading import ProcessorCollator, SegmentationSplit
 from ..data.schema import load_spectral_dataset
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
 from ..modeling_spectralmoe import SpectralMoEForSemanticSegmentation
-from ..data.loading import ProcessorCollator, SegmentationSplit
-from ..evaluation.protocol import VALIDATION, evaluate_dataset, format_table, source_label_counts
+from ..evaluation.protocol import VALIDATION, evaluate_dataset, format_table, results_json, source_label_counts
 from .model_card import model_card
 from .optimization import build_optimizer, poly_schedule
 from .plots import DOMAIN_CHART, PREDICTIONS, save_domain_chart, save_prediction_grid
@@ -68,7 +72,8 @@ def build_processor(run: RunConfig, metadata) -> SpectralMoEImageProcessor:
     """The one source of normalisation: the preset's pinned statistics, else the dataset's source statistics."""
     statistics = run.normalization or metadata
     return SpectralMoEImageProcessor(
-        image_mean=list(statistics.mean), image_std=list(statistics.std), nodata_value=metadata.nodata
+        image_mean=list(statistics.mean), image_std=list(statistics.std), nodata_value=metadata.nodata,
+        band_names=list(metadata.band_names), wavelengths=metadata.wavelengths,
     )
 
 
@@ -82,10 +87,7 @@ class Trainer:
             gradient_accumulation_steps=run.gradient_accumulation_steps,
             mixed_precision=run.mixed_precision,
             log_with=None if run.report_to == "none" else run.report_to,
-            project_config=ProjectConfiguration(
-                project_dir=str(self.output_dir), automatic_checkpoint_naming=True,
-                total_limit=run.checkpoints_total_limit,
-            ),
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir)),
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
             # The poly schedule counts optimizer steps of this process's sharded loader; accelerate would otherwise
             # step it once per process at every optimizer step.
@@ -110,17 +112,24 @@ class Trainer:
     # ---- setup -------------------------------------------------------------------------------------------------
 
     def _train_loader(self) -> DataLoader:
+        source = self.dataset[self.metadata.source_split]
+        if len(source) == 0:
+            raise ValueError(f"The source split {self.metadata.source_split!r} of {self.run.dataset} is empty.")
         augmentation = self.run.augmentation
         if augmentation.rgb_bands is None:
             augmentation = replace(augmentation, rgb_bands=self.metadata.rgb_band_indices())
-        self.train_split = SegmentationSplit(
-            self.dataset[self.metadata.source_split], augmentation, self.run.seed, self.processor.nodata_value
-        )
+        augmentation = resolve_value_range(augmentation, source.features["pixel_values"].dtype,
+                                           self.processor.image_mean, self.processor.image_std)
+        self.train_split = SegmentationSplit(source, augmentation, self.run.seed, self.processor.nodata_value)
+        # The last partial batch is dropped (batches of equal size), unless the split holds less than one batch per
+        # process: then that one smaller batch is the epoch (dropping it would leave epochs of 0 steps).
+        global_batch = self.run.per_device_batch_size * self.accelerator.num_processes
         # Every new iterator draws its workers' base seed from the loader's generator; left to the global RNG, the extra
         # iterator that a run resumed mid-epoch creates would shift the router noise and point sampling of every later
         # step. (The seedable sampler reseeds this generator with seed + epoch before drawing each epoch's order.)
         return DataLoader(
-            self.train_split, batch_size=self.run.per_device_batch_size, shuffle=True, drop_last=True,
+            self.train_split, batch_size=self.run.per_device_batch_size, shuffle=True,
+            drop_last=len(source) >= global_batch,
             collate_fn=ProcessorCollator(self.processor), num_workers=self.run.num_workers,
             generator=torch.Generator().manual_seed(self.run.seed),
         )
@@ -132,6 +141,13 @@ class Trainer:
     # ---- training ----------------------------------------------------------------------------------------------
 
     def train(self) -> dict:
+        self._lock_output_dir()
+        try:
+            return self._train()
+        finally:
+            self._unlock_output_dir()
+
+    def _train(self) -> dict:
         accelerator, run = self.accelerator, self.run
         optimizer = build_optimizer(self.model, run.learning_rate, run.weight_decay, run.betas)
         self.model, optimizer, loader = accelerator.prepare(self.model, optimizer, self._train_loader())
@@ -142,6 +158,11 @@ class Trainer:
             accelerator.register_save_state_pre_hook(_drop_frozen_weights)
         if run.resume_from_checkpoint:
             self._resume()
+            if self.progress.global_step >= total_steps and (self.output_dir / "all_results.json").is_file():
+                accelerator.print(f"The run in {self.output_dir} finished at step {self.progress.global_step} of "
+                                  f"{total_steps}; its final model and results are kept as they are.")
+                accelerator.end_training()
+                return json.loads((self.output_dir / "all_results.json").read_text())
         else:
             self._claim_output_dir()
         accelerator.init_trackers("spectralmoe", config={"seed": run.seed, "lr": run.learning_rate})
@@ -178,12 +199,60 @@ class Trainer:
                 bar.update(1)
                 self._log_step(outputs, scheduler, diagnose)
                 if progress.global_step % self.run.checkpointing_steps == 0:
-                    accelerator.save_state()
+                    self._save_checkpoint()
             if progress.global_step >= total_steps:
                 break
         progress.epoch += 1
         progress.batches_done_in_epoch = 0
-        accelerator.save_state()
+        self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        """`checkpoints/checkpoint_<step>` (an epoch end at the step of a step checkpoint replaces it), written under
+        a hidden name and renamed when complete, so a resume never picks up half a checkpoint; then the oldest beyond
+        `checkpoints_total_limit` are deleted."""
+        accelerator = self.accelerator
+        folder = self.output_dir / "checkpoints" / f"checkpoint_{self.progress.global_step}"
+        partial = folder.with_name(f".{folder.name}.partial")
+        try:
+            accelerator.save_state(str(partial))
+        except (OSError, RuntimeError) as error:
+            if accelerator.is_main_process:
+                shutil.rmtree(partial, ignore_errors=True)
+            if _is_disk_full(error):
+                raise OSError(errno.ENOSPC, f"No space left on device while saving the checkpoint {folder}; free space "
+                              "(or choose another --output_dir), then continue with --resume_from_checkpoint "
+                              "latest") from error
+            raise
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(partial, folder)
+            for old in self._checkpoints_newest_first()[self.run.checkpoints_total_limit:]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+
+    def _lock_output_dir(self) -> None:
+        """One run per `output_dir`: a second one would rotate, overwrite or resume the first one's checkpoints."""
+        if not self.accelerator.is_main_process:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.output_dir / ".run.lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another process"
+            self._lock.close()
+            raise FileExistsError(f"{self.output_dir} is in use by another training run ({holder}); wait for it to "
+                                  "end or choose another --output_dir.") from None
+        self._lock.truncate(0)
+        self._lock.write(f"process {os.getpid()} on {os.uname().nodename}")
+        self._lock.flush()
+
+    def _unlock_output_dir(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None and not lock.closed:
+            lock.close()  # closing releases the flock
 
     def _diagnostics_due(self) -> bool:
         every = self.run.router_diagnostics_steps
@@ -225,11 +294,6 @@ class Trainer:
                 "to start a new run there."
             )
         self._load_first_readable(candidates)
-        # Our counters come back with `progress`; accelerate's automatic checkpoint numbering does not (load_state
-        # leaves it at 0, and the next save_state would fail on the existing `checkpoint_0`): continue after the
-        # newest checkpoint folder.
-        newest = self._checkpoints_newest_first()
-        self.accelerator.project_configuration.iteration = int(newest[0].name.split("_")[1]) + 1 if newest else 0
         self.accelerator.print(f"Resumed at step {self.progress.global_step}, epoch {self.progress.epoch}.")
 
     def _checkpoints_newest_first(self) -> list[Path]:
@@ -259,6 +323,9 @@ class Trainer:
             f"(adapter {sum(p.numel() for p in model.adapter.parameters()) / 1e6:.2f} M), {total_steps} steps, "
             f"source split '{self.metadata.source_split}', targets {self.target_splits}."
         )
+        if not self.target_splits:
+            self.accelerator.print("No target domains: the dataset has only a source split, so the final model is "
+                                   "saved without target-domain results.")
         if self.random_encoders:
             self.accelerator.print("NOTE: the frozen encoders are tiny and randomly initialised (no pretrained "
                                    "weights); the numbers below say nothing about SpectralMoE's accuracy.")
@@ -270,7 +337,7 @@ class Trainer:
         return evaluate_dataset(
             self.accelerator.unwrap_model(self.model), self.processor, self.dataset, self.metadata.source_split,
             self.run.evaluation, self.accelerator.process_index, self.accelerator.num_processes,
-            self.source_counts,
+            self.source_counts, metadata=self.metadata,
         )
 
     @cached_property
@@ -312,23 +379,29 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         model = self.accelerator.unwrap_model(self.model)
-        model.save_pretrained(directory)
+        model.save_pretrained(directory, save_encoders=self.run.save_encoders)
         self.processor.save_pretrained(directory)
         figures = self._save_figures(model, directory, results)
+        dataset = self.run.dataset if not Path(self.run.dataset).exists() else self.metadata.name
         (directory / "README.md").write_text(model_card(
-            model.config, results, self.run.dataset, self.run.hub_model_id or directory.name,
+            model.config, results, dataset, self.run.hub_model_id or directory.name,
             self.run.model_selection, self.random_encoders, figures=figures,
         ))
-        (directory / "all_results.json").write_text(json.dumps(results, indent=2))
+        (directory / "all_results.json").write_text(results_json(results))
 
     def _save_figures(self, model, directory: Path, results: dict) -> dict[str, str]:
         """Per-domain chart and one prediction per evaluated split, beside the model; `{caption: file}`."""
         splits = [split for split in (VALIDATION, *self.target_splits) if split in self.dataset]
-        save_domain_chart(results, directory / DOMAIN_CHART)
-        save_prediction_grid(model.eval(), self.processor, self.dataset, splits, self.metadata.rgb_band_indices(),
+        figures = {}
+        if results:
+            save_domain_chart(results, directory / DOMAIN_CHART)
+            figures["mIoU per domain and the majority-class baseline"] = DOMAIN_CHART
+        # Without evaluated splits, the source split's first image shows what the model learnt.
+        shown = splits or [self.metadata.source_split]
+        save_prediction_grid(model.eval(), self.processor, self.dataset, shown, self.metadata,
                              self.model_config.id2label, directory / PREDICTIONS)
-        return {"mIoU per domain and the majority-class baseline": DOMAIN_CHART,
-                "First image of each evaluated split: bands, label, prediction": PREDICTIONS}
+        figures["First image of each evaluated split: bands, label, prediction"] = PREDICTIONS
+        return figures
 
     def _finish(self, last_results: dict) -> dict:
         """Writes the selected model to `output_dir/final_model` and returns its results."""
@@ -349,11 +422,19 @@ class Trainer:
             label = " (oracle selection)" if self.run.oracle_split else ""
             accelerator.print(format_table(results, f"Final model{label}: {final}"))
         if accelerator.is_main_process:
-            (self.output_dir / "all_results.json").write_text(json.dumps(results, indent=2))
+            (self.output_dir / "all_results.json").write_text(results_json(results))
             if self.run.push_to_hub:
                 push_to_hub(final, self.run.hub_model_id)
         accelerator.end_training()
         return results
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """torch reports a full disk as a failed write of its zip writer, without errno."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return "No space left on device" in text or "inline_container" in text or "file write failed" in text
 
 
 def _drop_frozen_weights(models, weights, output_dir) -> None:

@@ -17,12 +17,14 @@ present) and removes shards that the current inputs no longer produce.
 
 import argparse
 import fnmatch
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -48,11 +50,28 @@ SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 ROW_GROUP_BYTES = 64 * 2**20
 SPLIT_NAME = re.compile(r"^(train|validation|target(_\w+)?)$")
+# The smallest tile SpectralMoE takes: the Mask2Former pixel decoder's stride-32 map needs 2 x 2 positions for its
+# group norms (one image per batch), so smaller images end in an interpolation or group-norm error.
+MIN_TILE_SIZE = 64
 
 
 def log(message: str) -> None:
     """A line on stderr that does not break the progress bars."""
     tqdm.write(message, file=sys.stderr)
+
+
+def exit_on_input_error(main: Callable) -> Callable:
+    """A builder's `main` that ends with one line `error: <message>` (each names the file and the problem) instead of
+    a traceback when the inputs or options are wrong."""
+
+    @functools.wraps(main)
+    def run(argv=None):
+        try:
+            return main(argv)
+        except (ValueError, OSError, yaml.YAMLError) as error:
+            sys.exit(f"error: {error}")
+
+    return run
 
 
 # ---- reading ---------------------------------------------------------------------------------------------------
@@ -63,6 +82,8 @@ def _rasterio():
         import rasterio
     except ImportError as error:
         raise ImportError("Reading GeoTIFF needs rasterio: pip install 'spectralmoe[geo]'.") from error
+    # Tiles cut for machine learning often carry no georeference; that is no reason to warn for every file.
+    warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
     return rasterio
 
 
@@ -76,6 +97,21 @@ def read_raster(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         array = np.asarray(image)
     return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+
+
+def read_raster_validity(path: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """`(image (C, H, W), valid (H, W), nodata)` of an image file: `valid` is False where any band is masked by the
+    file itself (its nodata tag, an internal or sidecar mask, an alpha band: GDAL's per-band masks); `nodata` is the
+    tag's value (`None` without one, and for PNG/JPEG, whose pixels are all valid)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        image = read_raster(path)
+        return image, np.ones(image.shape[-2:], dtype=bool), None
+    with _rasterio().open(path) as source:
+        image, valid, nodata = source.read(), (source.read_masks() > 0).all(axis=0), source.nodata
+    if nodata is not None:  # GDAL's masks follow an internal mask instead of the tag where the file has both
+        valid &= ~(np.isnan(image) if np.isnan(nodata) else image == nodata).any(axis=0)
+    return image, valid, nodata
 
 
 def read_image(path: Path, band_names: list[str], keep: list[int] | None = None, nodata=None) -> np.ndarray:
@@ -441,7 +477,14 @@ class DatasetInfo:
 
     @property
     def features(self):
-        return segmentation_features(len(self.band_names), self.tile_size, self.tile_size, self.dtype)
+        return self.features_of_bands(len(self.band_names))
+
+    def features_of_bands(self, num_bands: int):
+        return segmentation_features(num_bands, self.tile_size, self.tile_size, self.dtype)
+
+    def band_count(self, domain: str) -> int:
+        """Bands of a domain: its `domain_bands` entry where present (it may have another count), else the dataset's."""
+        return len(self.domain_bands.get(domain, {}).get("band_names", self.band_names))
 
 
 def _list_storage(values: np.ndarray) -> pa.Array:
@@ -469,12 +512,12 @@ class ShardWriter:
     """Writes tiles into one parquet shard in row groups of about 64 MiB; the file appears under its final name only
     once `close()` has written everything (and the caller its state), so an interrupted shard is redone."""
 
-    def __init__(self, path: Path, info: DatasetInfo, statistics: BandStatistics | None):
-        self.path, self.info, self.statistics = path, info, statistics
-        self.features = info.features
+    def __init__(self, path: Path, info: DatasetInfo, statistics: BandStatistics | None, num_bands: int):
+        self.path, self.info, self.statistics, self.num_bands = path, info, statistics, num_bands
+        self.features = info.features_of_bands(num_bands)
         self.schema = self.features.arrow_schema
         self.temporary = path.with_suffix(".parquet.tmp")
-        tile_bytes = np.dtype(info.dtype).itemsize * len(info.band_names) * info.tile_size**2
+        tile_bytes = np.dtype(info.dtype).itemsize * num_bands * info.tile_size**2
         self.rows_per_group = max(1, ROW_GROUP_BYTES // tile_bytes)
         # Nested-list columns carry repetition levels per value; without dictionary pages and min/max statistics and
         # with zstd, writing is several times faster than the defaults and reading faster, at a similar size.
@@ -494,7 +537,7 @@ class ShardWriter:
             self._flush()
 
     def _check(self, tile: Tile) -> None:
-        expected = (len(self.info.band_names), self.info.tile_size, self.info.tile_size)
+        expected = (self.num_bands, self.info.tile_size, self.info.tile_size)
         found = tile.pixel_values
         if found.shape != expected or found.dtype != np.dtype(self.info.dtype):
             raise ValueError(f"{tile.image_id}: expected pixel_values of shape {expected} and dtype {self.info.dtype}, "
@@ -537,17 +580,19 @@ def _chunks(items: list[Item], size: int) -> list[list[Item]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _check_existing_features(output_dir: Path, info: DatasetInfo) -> None:
-    """Refuse to mix shards of different features (band count, tile size, dtype) in one output folder."""
-    existing = next(iter(sorted((output_dir / "data").glob("*/*.parquet"))), None)
-    if existing is None:
-        return
+def _check_existing_features(output_dir: Path, info: DatasetInfo, split: str, num_bands: int) -> None:
+    """Refuse to mix shards of different tile size or dtype in one output folder, or of different band counts in
+    one split (other splits may hold other band sets)."""
     from datasets import Features
 
-    found = Features.from_arrow_schema(pq.read_schema(existing))
-    if found != info.features:
-        raise ValueError(f"{output_dir} already holds data with features {found['pixel_values']} (in {existing.name}); "
-                         f"this build expected {info.features['pixel_values']}. Use another --output-dir.")
+    expected = info.features_of_bands(num_bands)["pixel_values"]
+    for existing in sorted((output_dir / "data").glob("*/*.parquet")):
+        found = Features.from_arrow_schema(pq.read_schema(existing))["pixel_values"]
+        same_split = existing.parent.name == split
+        if (found.dtype, found.shape[1:]) != (expected.dtype, expected.shape[1:]) or (
+                same_split and found.shape != expected.shape):
+            raise ValueError(f"{output_dir} already holds data with features {found} (in {existing.parent.name}/"
+                             f"{existing.name}); this build expected {expected}. Use another --output-dir.")
 
 
 def write_split(output_dir: Path, split: str, items: list[Item], decode: Callable[[Item], Iterable[Tile]],
@@ -556,6 +601,7 @@ def write_split(output_dir: Path, split: str, items: list[Item], decode: Callabl
     data_dir, state_dir = output_dir / "data" / split, output_dir / ".build" / split
     data_dir.mkdir(parents=True, exist_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
+    num_bands = info.band_count(items[0].domain)
     names = []
     with tqdm(total=len(items), desc=split, unit="item", dynamic_ncols=True) as bar:
         for index, chunk in enumerate(_chunks(items, items_per_shard)):
@@ -563,16 +609,16 @@ def write_split(output_dir: Path, split: str, items: list[Item], decode: Callabl
             names.append(name)
             if not ((data_dir / f"{name}.parquet").is_file() and (state_dir / f"{name}.json").is_file()):
                 _write_shard(data_dir / f"{name}.parquet", state_dir / f"{name}.json", chunk, decode, info,
-                             split == "train", bar)
+                             split == "train", num_bands, bar)
             else:
                 bar.update(len(chunk))
     _remove_stale(data_dir, state_dir, set(names))
 
 
 def _write_shard(path: Path, state_path: Path, items: list[Item], decode, info: DatasetInfo, with_statistics: bool,
-                 bar) -> None:
+                 num_bands: int, bar) -> None:
     statistics = BandStatistics(len(info.band_names), info.nodata) if with_statistics else None
-    writer = ShardWriter(path, info, statistics)
+    writer = ShardWriter(path, info, statistics, num_bands)
     try:
         for item in items:
             for tile in decode(item):
@@ -606,12 +652,15 @@ def remove_split(output_dir: Path, split: str) -> None:
 
 
 def split_states(output_dir: Path) -> dict[str, list[dict]]:
-    """The state of every complete shard on disk, per split."""
+    """The state of every complete shard on disk, per split; a split without a complete shard (its first build was
+    interrupted) is not there yet."""
     states = {}
     for data_dir in sorted((output_dir / "data").glob("*"), key=lambda p: split_sort_key(p.name)):
         shards = sorted(data_dir.glob("*.parquet"))
-        states[data_dir.name] = [json.loads((output_dir / ".build" / data_dir.name / f"{p.stem}.json").read_text())
-                                 for p in shards]
+        if shards:
+            states[data_dir.name] = [
+                json.loads((output_dir / ".build" / data_dir.name / f"{p.stem}.json").read_text()) for p in shards
+            ]
     return states
 
 
@@ -642,12 +691,12 @@ def build_dataset(output_dir: Path, info: DatasetInfo, splits: dict[str, list[It
     tiles (label kind, label map...); with `info`, they enter the shard names (see `_shard_name`).
     """
     output_dir = Path(output_dir)
-    _check_existing_features(output_dir, info)
     for split, items in splits.items():
         if not SPLIT_NAME.match(split):
             raise ValueError(f"expected split names train, validation, target or target_<name>, found {split!r}.")
         if not items:
             raise ValueError(f"split {split!r} has no input files; check --raw-dir and the split lists.")
+        _check_existing_features(output_dir, info, split, info.band_count(items[0].domain))
         write_split(output_dir, split, items, decode, info, shard_size(items_per_shard, split),
                     build_fingerprint(info, options or {}))
     if exclusive:
