@@ -1,11 +1,11 @@
 """spectralmoe-compare: every method through the training command on the same data; resume skips finished ones."""
 
 import csv
+import shutil
 
 import pytest
-import torch
 
-from modeling_spectralmoe.trainer.compare import ENTRY, compare
+from modeling_spectralmoe.trainer.compare import compare
 
 from .training_fixtures import write_tiny_preset
 
@@ -36,8 +36,8 @@ def test_comparison_writes_table_csv_and_chart(uninterrupted):
 
 def test_interrupted_comparison_resumes_and_gives_the_same_table(uninterrupted, tmp_path, capsys):
     preset, _, full = uninterrupted
-    compare(preset, METHODS[:1], tmp_path)  # killed after the first method
-    assert (tmp_path / "default" / METHODS[0] / ENTRY).is_file()
+    # Killed after the first method: its finished folder is there, the others are not.
+    shutil.copytree(full / "default" / METHODS[0], tmp_path / "default" / METHODS[0])
     entries = compare(preset, METHODS, tmp_path)
     assert f"compare: {METHODS[0]} on the preset backbone is done, skipping it" in capsys.readouterr().out
     resumed = list(csv.reader(open(tmp_path / "comparison.csv")))
