@@ -130,7 +130,8 @@ def test_one_window_scene_experts_equal_the_models_top1(loaded, tmp_path):
     model, processor = loaded
     bands = random_bands(3, 120, 90, seed=3)
     path = write_scene(tmp_path / "small.tif", bands, names=["B04", "B03", "B02"])
-    result = predict_raster(model, processor, path, tmp_path / "out", outputs=("classes", "experts"), progress=False, stride=336,
+    result = predict_raster(model, processor, path, tmp_path / "out", outputs=("classes", "experts"), progress=False,
+                            stride=336,
                             expert_layers=[1, 3])
     experts, profile, _, _ = read(result.paths["experts"])
     assert profile["transform"] == TRANSFORM @ Affine.scale(16)

@@ -41,12 +41,13 @@ def assert_same_outputs(expected: Path, found: Path) -> None:
         if name.endswith(".tif"):
             assert (expected / name).read_bytes() == (found / name).read_bytes(), name
         else:
-            variable = ("seconds", "device")
-            a, b = (json.loads((folder / name).read_text()) for folder in (expected, found))
-            assert {k: v for k, v in a.items() if k not in variable} == {k: v for k, v in b.items() if k not in variable}
+            a, b = ({key: value for key, value in json.loads((folder / name).read_text()).items()
+                     if key not in ("seconds", "device")} for folder in (expected, found))
+            assert a == b, name
 
 
-def test_torchrun_ranks_split_scenes_with_identical_outputs(model_folder, scenes, single_process, tmp_path):  # noqa: F811
+def test_torchrun_ranks_split_scenes_with_identical_outputs(model_folder, scenes, single_process,  # noqa: F811
+                                                           tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
                "modeling_spectralmoe.inference.predict", model_folder, str(scenes), "--output", str(tmp_path),

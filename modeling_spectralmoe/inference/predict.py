@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -296,7 +296,7 @@ def _write_strip(writer, reader, info, strip, grid, first, end, patch_size, outp
     """Writes the final rows of one strip, columns `[first, end)` of the image, of every output."""
     first_row, scores, _ = strip[0]
     rows = min(scores.shape[-2] if scores is not None else 0, grid.height - first_row)
-    if rows <= 0:
+    if rows <= 0:  # no window ran yet: nothing but no-data, which is what GDAL reads where nothing was written
         return
     offset = grid.column_offset
     _, valid = reader.read(first_row, first, rows, end - first)  # padded to the patch grid, beyond the file invalid
@@ -408,8 +408,7 @@ def predict_scenes(model, processor, inputs, output_dir, rank: int = 0, world_si
     config = config or PredictConfig(**settings)
     scenes = expand_inputs(inputs)[rank::world_size]
     model, processor = load_model(model, processor, config.device)
-    if quiet:
-        config.progress = False
+    config = replace(config, progress=config.progress and not quiet)
     results = []
     for path in tqdm(scenes, desc="scenes", unit="scene", disable=quiet or len(scenes) < 2):
         result = predict_raster(model, processor, path, output_dir, config)

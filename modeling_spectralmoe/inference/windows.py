@@ -110,7 +110,8 @@ class WindowGrid:
             raise ValueError(f"Window grid settings {misaligned} are not multiples of {factor}.")
         coarse = WindowGrid(self.height // factor, self.width // factor, self.window // factor,
                             self.stride // factor, self.blend)
-        if coarse.tops != [top // factor for top in self.tops] or coarse.lefts != [left // factor for left in self.lefts]:
+        starts = ([top // factor for top in self.tops], [left // factor for left in self.lefts])
+        if (coarse.tops, coarse.lefts) != starts:
             raise ValueError(f"The window starts {self.tops}, {self.lefts} are not multiples of {factor}.")
         return coarse
 
