@@ -152,14 +152,14 @@ def test_experts_need_windows_on_the_patch_grid(loaded, scene_3band, tmp_path):
 
 
 def test_mean_blend_equals_the_evaluation_protocol_through_strips_and_column_blocks(loaded, tmp_path):
-    """Mean-blended windows, streamed in strips and column blocks, give the classes and confidence of evaluation's
+    """Mean-blended windows, read by DataLoader workers and streamed in strips and column blocks, give the classes and confidence of evaluation's
     `predict_logits` on the whole padded image (the array-level engine is checked at 512/341 against mmseg's loop in
     test_windows.py)."""
     model, processor = loaded
     bands = random_bands(3, 200, 300, seed=5)
     path = write_scene(tmp_path / "scene.tif", bands, names=["B04", "B03", "B02"])
     result = predict_raster(model, processor, path, tmp_path / "out", blend="mean", window=128, stride=80,
-                            batch_size=1, column_block_width=220, cog=False, progress=False)
+                            batch_size=1, column_block_width=220, num_workers=1, cog=False, progress=False)
     scores = predict_logits(model, processor(bands, input_data_format="channels_first")["pixel_values"],
                             EvaluationConfig(mode="slide", crop=128, stride=80, blend="mean"))[0, :, :200, :300]
     assert np.array_equal(read(result.paths["classes"])[0][0], scores.argmax(0).numpy())

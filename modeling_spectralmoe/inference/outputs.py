@@ -60,12 +60,12 @@ def output_specs(output_dir: Path, stem: str, outputs, id2label: dict, patch_siz
 
 def pixel_outputs(scores: torch.Tensor, valid: np.ndarray, outputs, class_nodata: int) -> dict[str, np.ndarray]:
     """Rasters (bands, n, w) of the requested pixel-level outputs from blended scores (K, n, w) and validity (n, w)."""
-    scores = scores.clamp(min=0)
-    total = scores.sum(0)
-    share = torch.where(total > 0, scores / total, torch.zeros_like(scores)).numpy()
     arrays = {}
     if "classes" in outputs:
         arrays["classes"] = np.where(valid, scores.argmax(0).numpy(), class_nodata)[None]
+    scores = scores.clamp(min=0)
+    total = scores.sum(0)
+    share = scores.div_(total.masked_fill_(total == 0, 1)).numpy()  # in place: strips of wide scenes are large
     if "confidence" in outputs:
         arrays["confidence"] = np.where(valid, np.rint(share.max(0) * 100), BYTE_NODATA)[None]
     if "probabilities" in outputs:

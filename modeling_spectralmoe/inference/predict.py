@@ -247,8 +247,10 @@ def _identity(item):
 def _stream_block(model, processor, reader, bands, grids, config, expert_layers, counts, bar):
     """Blended strips of one column block: windows read ahead by a DataLoader, scored in batches."""
     positions = [position for row in grids[0].rows() for position in row]
+    # A reader of its own: workers fork from this process, which must not hand them its open GDAL handle.
+    window_reader = WindowReader(reader.path, reader.indexes, reader.nodata)
     loader = torch.utils.data.DataLoader(
-        _WindowDataset(reader, processor, positions, grids[0].column_offset), batch_size=None,
+        _WindowDataset(window_reader, processor, positions, grids[0].column_offset), batch_size=None,
         num_workers=config.num_workers, collate_fn=_identity,
     )
     windows = iter(loader)
@@ -299,7 +301,7 @@ def _write_strip(writer, reader, info, strip, grid, first, end, patch_size, outp
     if rows <= 0:  # no window ran yet: nothing but no-data, which is what GDAL reads where nothing was written
         return
     offset = grid.column_offset
-    _, valid = reader.read(first_row, first, rows, end - first)  # padded to the patch grid, beyond the file invalid
+    valid = reader.read_valid(first_row, first, rows, end - first)  # on the padded grid: beyond the file invalid
     height, width = min(rows, info.height - first_row), min(end, info.width) - first
     if height > 0 and width > 0:
         block_scores = torch.nan_to_num(scores[0, :, :height, first - offset : first - offset + width])

@@ -205,10 +205,14 @@ class StripAccumulator:
         self.top = row
         if self.sums is None:
             return first_row, None, None
-        sums, weights = self.sums[:, :, :count], self.weights[:count]
-        self.sums = torch.cat([self.sums[:, :, count:], torch.zeros_like(sums)], dim=2)
-        self.weights = torch.cat([self.weights[count:], torch.zeros_like(weights)])
-        return first_row, sums / weights, weights
+        scores, weights = self.sums[:, :, :count] / self.weights[:count], self.weights[:count].clone()
+        # Shift the remaining rows up in place: a new buffer per strip would double the peak memory.
+        kept = self.buffer_height - count
+        self.sums[:, :, :kept] = self.sums[:, :, count:].clone()
+        self.sums[:, :, kept:] = 0
+        self.weights[:kept] = self.weights[count:].clone()
+        self.weights[kept:] = 0
+        return first_row, scores, weights
 
 
 def stream_window_scores(
