@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modeling_spectralmoe.inference.windows import (
-    BLENDS, WindowGrid, sliding_window_scores, stream_window_scores, window_starts,
+    BLENDS, WindowGrid, column_blocks, sliding_window_scores, stream_window_scores, window_starts,
 )
 
 
@@ -97,6 +97,40 @@ def test_strip_streaming_equals_whole_array_accumulation(blend):
     streamed = torch.cat([scores for _, scores, _ in strips], dim=2)
     whole = sliding_window_scores(model, pixel_values, 64, 48, blend, batch_size=2)
     assert torch.equal(streamed, whole)
+
+
+@pytest.mark.parametrize("blend", BLENDS)
+def test_column_blocks_and_token_grids_equal_the_whole_grid(blend):
+    """Blocks of window columns (with their halo) tile the image and give the whole grid's scores bit for bit, at
+    pixel resolution and on a grid 16 times coarser (pooled scores, as a ViT's token grid)."""
+    pixel_values = torch.randn(1, 2, 224, 400, generator=torch.Generator().manual_seed(3))
+    grids = (WindowGrid(224, 400, 64, 48, blend),)
+    grids += (grids[0].coarsened(16),)
+    model = PositionDependentModel()
+
+    def score(windows):
+        logits = model(windows).logits
+        return logits, torch.nn.functional.avg_pool2d(logits, 16)
+
+    def blended(block_grids):
+        def read(top, left, height, width):
+            left += block_grids[0].column_offset
+            return pixel_values[:, :, top : top + height, left : left + width]
+
+        strips = list(stream_window_scores(score, read, block_grids, batch_size=3))
+        return [torch.cat([strip[level][1] for strip in strips], dim=2) for level in range(2)]
+
+    whole = blended(grids)
+    blocks = column_blocks(grids, 150)
+    assert len(blocks) > 2 and [first for _, first, _ in blocks][1:] == [last for _, _, last in blocks][:-1]
+    for block_grids, first, last in blocks:
+        offset = block_grids[0].column_offset
+        pixels, tokens = blended(block_grids)
+        assert torch.equal(pixels[..., first - offset : last - offset], whole[0][..., first:last])
+        columns = slice((first - offset) // 16, (last - offset) // 16)
+        assert torch.equal(tokens[..., columns], whole[1][..., first // 16 : last // 16])
+    with pytest.raises(ValueError, match="not multiples of 16"):
+        WindowGrid(224, 400, 64, 40, blend).coarsened(16)
 
 
 def test_windows_without_a_valid_pixel_are_skipped():

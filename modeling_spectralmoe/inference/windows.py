@@ -8,8 +8,13 @@ covered. Blends:
   full weight, so no pixel gets a vanishing total weight);
 - `"gaussian"`: a Gaussian of the distance to the window's centre (sigma = window / 4), flat toward image edges;
 - `"center"`: each pixel takes the window whose centre is nearest along each axis (no averaging at all).
+
+A model may score each window at several resolutions at once (pixels, and its 16-px token grid for the expert routing
+maps): each resolution has its own grid, the pixel grid coarsened by an integer factor, and its own accumulator; strips
+of every resolution are handed out together.
 """
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 
@@ -90,10 +95,25 @@ class WindowGrid:
 
     def __init__(self, height: int, width: int, window: int, stride: int, blend: str = "mean"):
         check_window_settings(window, stride, blend)
-        self.height, self.width, self.window = height, width, window
+        self.height, self.width, self.window, self.stride, self.blend = height, width, window, stride, blend
         self.tops, self.lefts = window_starts(height, window, stride), window_starts(width, window, stride)
         self.row_weights = axis_weights(self.tops, height, window, blend)
         self.column_weights = axis_weights(self.lefts, width, window, blend)
+        self.column_offset = 0  # image column of this grid's column 0 (non-zero for a column block)
+
+    def coarsened(self, factor: int) -> "WindowGrid":
+        """The same windows on a grid `factor` times coarser (e.g. a ViT's token grid): every size and start must be
+        a multiple of `factor`, so that each window covers whole cells and cells of overlapping windows coincide."""
+        sizes = {"height": self.height, "width": self.width, "window": self.window, "stride": self.stride}
+        misaligned = {name: value for name, value in sizes.items() if value % factor}
+        if misaligned:
+            raise ValueError(f"Window grid settings {misaligned} are not multiples of {factor}.")
+        coarse = WindowGrid(self.height // factor, self.width // factor, self.window // factor,
+                            self.stride // factor, self.blend)
+        starts = ([top // factor for top in self.tops], [left // factor for left in self.lefts])
+        if (coarse.tops, coarse.lefts) != starts:
+            raise ValueError(f"The window starts {self.tops}, {self.lefts} are not multiples of {factor}.")
+        return coarse
 
     def __len__(self) -> int:
         return len(self.tops) * len(self.lefts)
@@ -109,6 +129,47 @@ class WindowGrid:
         rows = self.row_weights[self.tops.index(top)]
         columns = self.column_weights[self.lefts.index(left)]
         return torch.outer(rows, columns).float()
+
+    def column_ranges(self, max_width: int) -> list[tuple[int, int, int, int]]:
+        """Splits the grid into blocks of whole window columns at most about `max_width` pixels wide, so that an
+        accumulator spans a block instead of the image. Neighbouring blocks share the windows that reach across
+        their border (a halo of about one window). Each block is `(start, end, first, last)`: window columns
+        `[start, end)` and the image columns `[first, last)` all of whose windows lie in the block; these tile the
+        image, and their blended scores equal those of the whole grid bit for bit (same windows, weights and
+        summation order). One block when the image fits."""
+        lefts, window = self.lefts, self.window
+        per_block = 1 + max(max_width - window, 0) // self.stride
+        if len(lefts) <= per_block:
+            return [(0, len(lefts), 0, self.width)]
+        blocks, start, end, first = [], 0, 0, 0
+        while end < len(lefts):
+            end = min(max(start + per_block, end + 1), len(lefts))
+            last = self.width if end == len(lefts) else lefts[end]  # where the next block's windows begin
+            blocks.append((start, end, first, last))
+            first, start = last, end
+            while start > 0 and lefts[start - 1] + window > first:  # every window that reaches the next columns
+                start -= 1
+        return blocks
+
+    def column_block(self, start: int, end: int) -> "WindowGrid":
+        """The grid of window columns `[start, end)` only, in coordinates starting at the block's first column
+        (`column_offset` in the image), with the whole grid's weights."""
+        if (start, end) == (0, len(self.lefts)):
+            return self
+        block = copy.copy(self)
+        offset = self.lefts[start]
+        block.lefts = [left - offset for left in self.lefts[start:end]]
+        block.column_weights = self.column_weights[start:end]
+        block.width = block.lefts[-1] + len(block.column_weights[-1])
+        block.column_offset = self.column_offset + offset
+        return block
+
+
+def column_blocks(grids: tuple[WindowGrid, ...], max_width: int) -> list[tuple[tuple[WindowGrid, ...], int, int]]:
+    """Column blocks (see `WindowGrid.column_ranges`) of a pixel grid and its coarsenings (which have the same
+    window columns): `(block grids, first, last)`, `first` and `last` in the pixel grid's image columns."""
+    return [(tuple(grid.column_block(start, end) for grid in grids), first, last)
+            for start, end, first, last in grids[0].column_ranges(max_width)]
 
 
 class StripAccumulator:
@@ -144,53 +205,73 @@ class StripAccumulator:
         self.top = row
         if self.sums is None:
             return first_row, None, None
-        sums, weights = self.sums[:, :, :count], self.weights[:count]
-        self.sums = torch.cat([self.sums[:, :, count:], torch.zeros_like(sums)], dim=2)
-        self.weights = torch.cat([self.weights[count:], torch.zeros_like(weights)])
-        return first_row, sums / weights, weights
+        scores, weights = self.sums[:, :, :count] / self.weights[:count], self.weights[:count].clone()
+        # Shift the remaining rows up in place: a new buffer per strip would double the peak memory.
+        kept = self.buffer_height - count
+        self.sums[:, :, :kept] = self.sums[:, :, count:].clone()
+        self.sums[:, :, kept:] = 0
+        self.weights[:kept] = self.weights[count:].clone()
+        self.weights[kept:] = 0
+        return first_row, scores, weights
 
 
 def stream_window_scores(
-    score_windows: Callable[[torch.Tensor], torch.Tensor],
+    score_windows: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
     read_window: Callable[[int, int, int, int], torch.Tensor | None],
-    grid: WindowGrid,
+    grid: WindowGrid | tuple[WindowGrid, ...],
     batch_size: int = 1,
     buffer_height: int | None = None,
-) -> Iterator[tuple[int, torch.Tensor | None, torch.Tensor | None]]:
+) -> Iterator[tuple]:
     """Blended scores of an image, yielded strip by strip as rows become final: `(first_row, scores, weights)` (see
     `StripAccumulator.pop_rows_above`).
 
     Args:
-        score_windows: windows (N, C, h, w) -> scores (N, K, h, w).
+        score_windows: windows (N, C, h, w) -> scores (N, K, h, w), or a tuple of scores, one per grid of `grid`.
         read_window: `(top, left, height, width)` -> the window of every image, (B, C, h, w), or `None` to skip it
             (no valid pixel).
-        grid: the windows and their weights.
+        grid: the windows and their weights; or a tuple of grids, the pixel grid first and then coarsenings of it
+            (`WindowGrid.coarsened`), one per output of `score_windows`: each strip is then a tuple of
+            `(first_row, scores, weights)`, one per grid, each in its grid's rows.
         batch_size: window positions per `score_windows` call (each with B images).
         buffer_height: rows accumulated at once; one window (the least memory) by default.
     """
-    accumulator = StripAccumulator(buffer_height or min(grid.window, grid.height), grid.width)
-    for row in grid.rows():
-        if row[0][0] > accumulator.top + accumulator.buffer_height - grid.window:  # the row would not fit
-            yield accumulator.pop_rows_above(row[0][0])
+    grids = grid if isinstance(grid, tuple) else (grid,)
+    pixel_grid = grids[0]
+    factors = [pixel_grid.window // coarse.window for coarse in grids]
+    buffer_height = buffer_height or min(pixel_grid.window, pixel_grid.height)
+    accumulators = [StripAccumulator(buffer_height // factor, g.width) for g, factor in zip(grids, factors)]
+
+    def pop_rows_above(row: int):
+        strips = tuple(a.pop_rows_above(row // factor) for a, factor in zip(accumulators, factors))
+        return strips if isinstance(grid, tuple) else strips[0]
+
+    for row in pixel_grid.rows():
+        row_top = row[0][0]
+        if row_top > accumulators[0].top + buffer_height - pixel_grid.window:  # the row would not fit
+            yield pop_rows_above(row_top)
         windows = [(position, read_window(*position)) for position in row]
-        windows = [(position, pixels) for position, pixels in windows if pixels is not None]
+        windows = [(position, window) for position, window in windows if window is not None]
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
-            for ((top, left, _, _), _), scores in zip(chunk, _score_alike(score_windows, [w for _, w in chunk])):
-                accumulator.add(scores, grid.weights(top, left).to(scores), top, left)
-    yield accumulator.pop_rows_above(grid.height)
+            for ((top, left, _, _), _), outputs in zip(chunk, _score_alike(score_windows, [w for _, w in chunk])):
+                for accumulator, g, factor, scores in zip(accumulators, grids, factors, outputs):
+                    weights = g.weights(top // factor, left // factor).to(scores)
+                    accumulator.add(scores, weights, top // factor, left // factor)
+    yield pop_rows_above(pixel_grid.height)
 
 
-def _score_alike(score_windows, windows: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Scores of windows (each (B, C, h, w)), one call per group of equal shapes (border windows of images smaller
-    than a window may differ)."""
+def _score_alike(score_windows, windows: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    """Scores of windows (each (B, C, h, w)) as a tuple per window, one call per group of equal shapes (border windows
+    of images smaller than a window may differ)."""
     scores = [None] * len(windows)
     by_shape = {}
     for index, window in enumerate(windows):
         by_shape.setdefault(tuple(window.shape), []).append(index)
     for indices in by_shape.values():
-        batch = score_windows(torch.cat([windows[index] for index in indices]))
-        for index, window_scores in zip(indices, batch.split(windows[indices[0]].shape[0])):
+        outputs = score_windows(torch.cat([windows[index] for index in indices]))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        per_window = zip(*(output.split(windows[indices[0]].shape[0]) for output in outputs))
+        for index, window_scores in zip(indices, per_window):
             scores[index] = window_scores
     return scores
 
@@ -237,6 +318,6 @@ def sliding_window_scores(
 
 
 __all__ = [
-    "BLENDS", "StripAccumulator", "WindowGrid", "check_window_settings", "sliding_window_scores",
+    "BLENDS", "StripAccumulator", "WindowGrid", "check_window_settings", "column_blocks", "sliding_window_scores",
     "stream_window_scores", "window_starts",
 ]
