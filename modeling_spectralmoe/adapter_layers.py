@@ -51,3 +51,13 @@ def token_bank_update(
 def official_token_bound(patch_size: int, width: int) -> float:
     """Bound of the uniform initialisation Rein-family code gives its token factors: `sqrt(6 / (3 p^2 + width))`."""
     return math.sqrt(6.0 / (3 * patch_size**2 + width))
+
+
+def rein_family_sizes(config) -> dict:
+    """The constructor arguments SET and FADA take from a `SpectralMoEConfig` (Rein-family token methods)."""
+    backbone = config.backbone_config
+    return dict(
+        num_layers=backbone.num_hidden_layers, hidden_size=backbone.hidden_size, num_tokens=config.num_expert_tokens,
+        token_rank=config.expert_rank, query_dim=config.decoder_hidden_dim, patch_size=backbone.patch_size,
+        scale_init=config.adapter_scale_init,
+    )

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from .adapter_layers import official_token_bound, pooled_query_embeddings, reset_token_linears, token_bank_update
+from .adapter_layers import (
+    official_token_bound, pooled_query_embeddings, rein_family_sizes, reset_token_linears, token_bank_update,
+)
 from .adapter_protocol import TokenAdapter
 
 # The four 2x2 Haar filters (LL, LH, HL, HH) of the official WavePool, before training changes them per channel.
@@ -66,11 +68,7 @@ class FADAAdapter(TokenAdapter):
 
     @classmethod
     def from_config(cls, config) -> "FADAAdapter":
-        return cls(
-            num_layers=config.backbone_config.num_hidden_layers, hidden_size=config.backbone_config.hidden_size,
-            num_tokens=config.num_expert_tokens, token_rank=config.expert_rank, query_dim=config.decoder_hidden_dim,
-            patch_size=config.backbone_config.patch_size, scale_init=config.adapter_scale_init,
-        )
+        return cls(**rein_family_sizes(config))
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-from .adapter_layers import official_token_bound, pooled_query_embeddings, reset_token_linears, token_bank_update
+from .adapter_layers import (
+    official_token_bound, pooled_query_embeddings, rein_family_sizes, reset_token_linears, token_bank_update,
+)
 from .adapter_protocol import AdapterOutput, TokenAdapter
 
 # The official code raises |values| below this to +1e-5 before the square root (amplitude) and atan2 (phase).
@@ -66,11 +68,7 @@ class SETAdapter(TokenAdapter):
 
     @classmethod
     def from_config(cls, config) -> "SETAdapter":
-        return cls(
-            num_layers=config.backbone_config.num_hidden_layers, hidden_size=config.backbone_config.hidden_size,
-            num_tokens=config.num_expert_tokens, token_rank=config.expert_rank, query_dim=config.decoder_hidden_dim,
-            patch_size=config.backbone_config.patch_size, scale_init=config.adapter_scale_init,
-        )
+        return cls(**rein_family_sizes(config))
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
