@@ -84,7 +84,7 @@ def fresh_process_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("family, adapter_type", CASES, ids=[f"{f}-{a}" for f, a in CASES])
-def test_fresh_process_auto_loading_predicts_as_the_package(fresh_process_results, family, adapter_type):
+def test_bad_input_01_every_family_and_adapter_loads_through_the_auto_classes_in_a_fresh_process(fresh_process_results, family, adapter_type):
     expected, folder = fresh_process_results[family, adapter_type]
     error = folder / "fresh_error.txt"
     assert not error.exists(), error.read_text()[-3000:]
