@@ -98,7 +98,9 @@ def main():
             adapter.attach(host)
             injected = set(adapter.encoder_parameter_names())  # LoRA's A and B live in the encoder
             randomize([*adapter.parameters(), *(p for n, p in host.model.named_parameters() if n in injected)])
-            seconds = median_seconds(layer_step(host, tokens, layer_kwargs), args.repeats) - layer_time
+            # Paired with a fresh measurement of the plain layer: the difference is small next to run-to-run drift.
+            plain = median_seconds(layer_step(encoder, tokens, layer_kwargs), args.repeats)
+            seconds = median_seconds(layer_step(host, tokens, layer_kwargs), args.repeats) - plain
         else:
             randomize(adapter.parameters())
             seconds = median_seconds(adapter_step(adapter, args.grid, args.batch, args.width), args.repeats)
