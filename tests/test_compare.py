@@ -1,11 +1,16 @@
 """spectralmoe-compare: every method through the training command on the same data; resume skips finished ones."""
 
 import csv
+import math
 import shutil
 
 import pytest
+import torch
+from transformers import DINOv3ViTModel
 
 from modeling_spectralmoe.trainer.compare import compare
+from modeling_spectralmoe.trainer.run_config import load_run_config
+from modeling_spectralmoe.trainer.trainer import Trainer
 
 from .training_fixtures import write_tiny_preset
 
@@ -46,3 +51,20 @@ def test_interrupted_comparison_resumes_and_gives_the_same_table(uninterrupted, 
     strip = lambda rows: [[v for i, v in enumerate(row) if i not in measured] for row in rows]  # noqa: E731
     assert strip(resumed) == strip(expected)
     assert len(entries) == len(METHODS)
+
+
+@pytest.mark.parametrize("method", ["rein", "depthforge", "frozen", "fada", "dora", "adaptformer", "vpt"])
+def test_every_other_method_trains_through_the_training_command(uninterrupted, tmp_path, tiny_encoders, method):
+    """The three methods above train in the comparison; the others train here: two steps, evaluated, saved, the frozen
+    encoders bit-identical to their source files afterwards."""
+    preset = uninterrupted[0]
+    trainer = Trainer(load_run_config(preset, ["--model.adapter_type", method, "--output_dir", str(tmp_path)]))
+    results = trainer.train()
+    assert all(math.isfinite(metrics["mean_iou"]) for metrics in results.values())
+    assert (tmp_path / "final_model" / "model.safetensors").is_file()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = model.visual_encoder.model.state_dict()
+    encoder = {key.replace(".base_layer.", "."): tensor for key, tensor in state.items()}
+    source = DINOv3ViTModel.from_pretrained(tiny_encoders[0]).state_dict()
+    widened = {"embeddings.patch_embeddings.weight"}  # the RGB kernel, widened to the tiny dataset's 4 bands
+    assert all(torch.equal(encoder[key], value) for key, value in source.items() if key not in widened)
