@@ -32,6 +32,7 @@ def test_comparison_writes_table_csv_and_chart(uninterrupted):
     assert {"target_bright mIoU", "target_dim mAcc", "mean_over_target_domains mIoU"} <= set(rows[0])
     table = (output / "comparison.md").read_text()
     assert all(f"| {method} |" in table for method in METHODS)
+    assert "- set mixes the images of a batch: evaluated 1 image(s) at a time" in table  # its batch is recorded
     assert (output / "comparison.png").stat().st_size > 0
     # Trained through the training command: a final model folder per method, and each method trains its own set.
     counts = {entry["method"]: entry["adapter_parameters"] for entry in entries}

@@ -29,6 +29,9 @@ from .trainer import Trainer
 
 ENTRY = "comparison_entry.json"
 TIMED_STEPS = 3
+# Methods whose output for one image depends on the other images of its batch (SET's FFT over the batch axis): their
+# scores hold only for the evaluation batch size they were measured with, which the table records.
+BATCH_MIXING = ("set",)
 
 
 def trainable_adapter_parameters(model) -> int:
@@ -74,7 +77,8 @@ def run_method(preset: str, overrides: list[str], directory: Path, method: str, 
     entry = {
         "method": method, "backbone": backbone or trainer.model_config.backbone,
         "adapter_parameters": trainable_adapter_parameters(trainer.model),
-        "step_seconds": seconds, "saved_for_backward_mb": saved_mb, "results": trainer.train(),
+        "step_seconds": seconds, "saved_for_backward_mb": saved_mb,
+        "evaluation_batch_size": trainer.run.evaluation.batch_size, "results": trainer.train(),
     }
     if trainer.accelerator.is_main_process:
         (directory / ENTRY).write_text(json.dumps(entry, indent=2))
@@ -104,9 +108,13 @@ def write_outputs(entries: list[dict], output_dir: Path) -> None:
     formatted = [[value if isinstance(value, str) else f"{value:.2f}" for value in row] for row in rows]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in formatted]
+    notes = [
+        f"- {entry['method']} mixes the images of a batch: evaluated {entry['evaluation_batch_size']} image(s) at a "
+        "time, one window at a time." for entry in entries if entry["method"] in BATCH_MIXING
+    ]
     (output_dir / "comparison.md").write_text(
         "# Method comparison\n\nSame recipe, seed and data for every method; scores in %, step time and memory "
-        "measured in this run.\n\n" + "\n".join(lines) + "\n"
+        "measured in this run.\n\n" + "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
     )
     save_comparison_chart(header, rows, output_dir / "comparison.png")
 
