@@ -33,11 +33,13 @@ def _rasterio():
 
 @contextmanager
 def raster_environment():
-    """GDAL settings of a prediction run: a bounded block cache, and no complaint about non-georeferenced files (the
-    caller warns once per scene)."""
+    """GDAL settings of a prediction run: a bounded block cache, no complaint about non-georeferenced files (the
+    caller warns once per scene), and none for every window of a file whose nodata tag takes precedence over an
+    alpha band (GDAL's rule, which the masks read here follow)."""
     rasterio = _rasterio()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        warnings.simplefilter("ignore", rasterio.errors.NodataShadowWarning)
         yield
 
 
