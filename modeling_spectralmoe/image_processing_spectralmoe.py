@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoImageProcessor
+from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature, get_size_dict
 from transformers.image_utils import ChannelDimension
 from transformers.processing_utils import ImagesKwargs
 
 from .configuration_spectralmoe import SpectralMoEConfig
+from .stac_mlm import write_stac_mlm
 
 
 IGNORE_INDEX = 255
@@ -197,6 +199,18 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
                              if value is not None})
         return features
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves `preprocessor_config.json` and completes the folder's STAC MLM description with the statistics."""
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        write_stac_mlm(save_directory)
+        return saved
+
+    def image_size(self, image, input_data_format=None, num_channels: int | None = None) -> tuple[int, int]:
+        """(height, width) of one raw image of `num_channels` bands (defaults to the processor's), by the layout rule
+        of `preprocess`: the size `target_sizes` of `post_process_semantic_segmentation` should name."""
+        bands = self._to_bands(image, input_data_format, 0, num_channels or self.num_channels)
+        return tuple(bands.shape[-2:])
+
     def band_statistics(self, band_names: list[str] | None = None, wavelengths: list[float] | None = None
                         ) -> tuple[list[float], list[float], list[str]]:
         r"""
@@ -233,7 +247,9 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
             sources.append(f"{label} ({how})")
         return mean, std, sources
 
-    def post_process_semantic_segmentation(self, outputs, target_sizes=None, pixel_mask=None) -> list[torch.Tensor]:
+    def post_process_semantic_segmentation(
+        self, outputs, target_sizes=None, pixel_mask=None, return_segmentation_scores: bool = False
+    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
         r"""
         Turns per-class scores into label maps.
 
@@ -247,34 +263,47 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
             pixel_mask (`torch.Tensor` of shape `(batch_size, height, width)`, *optional*):
                 The `pixel_mask` that `preprocess` returned: its no-data pixels are 255 (ignore) in the label maps,
                 not a class.
+            return_segmentation_scores (`bool`, *optional*, defaults to `False`):
+                Also return the per-class scores the maps are the argmax of, as transformers' segmenters
+                (Mask2Former, EoMT) do.
 
         Returns:
-            `list[torch.LongTensor]`: one (height, width) map of class indices per image, 255 at no-data.
+            `list[torch.LongTensor]`: one (height, width) map of class indices per image, 255 at no-data; with
+            `return_segmentation_scores`, one [`SemanticSegmentationPostProcessorOutput`] per image instead, holding
+            that map as `segmentation` and the scores, of shape `(num_labels, height, width)`, as
+            `segmentation_scores`.
         """
         logits = outputs.logits
         if pixel_mask is not None and tuple(pixel_mask.shape[-2:]) != tuple(logits.shape[-2:]):
             raise ValueError(f"`pixel_mask` has shape {tuple(pixel_mask.shape)}, the logits {tuple(logits.shape)}.")
-        if target_sizes is None:
-            label_maps = list(logits.argmax(dim=1))
-            return label_maps if pixel_mask is None else [
-                label.masked_fill(mask == 0, IGNORE_INDEX) for label, mask in zip(label_maps, pixel_mask)]
-        if len(target_sizes) != len(logits):
+        if target_sizes is not None and len(target_sizes) != len(logits):
             raise ValueError(f"Got {len(logits)} logits but {len(target_sizes)} target sizes.")
-        label_maps = []
-        for index, (scores, target_size) in enumerate(zip(logits, target_sizes)):
-            height, width = (int(length) for length in target_size)
-            # Without resizing, the image occupies the top-left (height, width) of the padded input; with resizing,
-            # the top-left `size`.
-            valid_height, valid_width = (self.size["height"], self.size["width"]) if self.do_resize else (height, width)
-            scores = scores[None, :, :valid_height, :valid_width]
-            scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-            label_map = scores[0].argmax(dim=0)
-            if pixel_mask is not None:
-                mask = _resize(pixel_mask[index, :valid_height, :valid_width].to(label_map.device), (height, width),
-                               "nearest-exact")
-                label_map = label_map.masked_fill(mask == 0, IGNORE_INDEX)
-            label_maps.append(label_map)
-        return label_maps
+        results = []
+        for index, scores in enumerate(logits):
+            mask = None if pixel_mask is None else pixel_mask[index]
+            if target_sizes is not None:
+                scores, mask = self._to_target_size(scores, mask, target_sizes[index])
+            label_map = scores.argmax(dim=0)
+            if mask is not None:
+                label_map = label_map.masked_fill(mask.to(label_map.device) == 0, IGNORE_INDEX)
+            results.append(SemanticSegmentationPostProcessorOutput(
+                data={"segmentation": label_map, "segmentation_scores": scores}
+            ) if return_segmentation_scores else label_map)
+        return results
+
+    def _to_target_size(self, scores: torch.Tensor, mask: torch.Tensor | None, target_size
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(num_labels, H, W) scores and (H, W) mask of the padded input cut to the image and resized to
+        `target_size`."""
+        height, width = (int(length) for length in target_size)
+        # Without resizing, the image occupies the top-left (height, width) of the padded input; with resizing,
+        # the top-left `size`.
+        valid_height, valid_width = (self.size["height"], self.size["width"]) if self.do_resize else (height, width)
+        scores = F.interpolate(scores[None, :, :valid_height, :valid_width], size=(height, width), mode="bilinear",
+                               align_corners=False)[0]
+        if mask is not None:
+            mask = _resize(mask[:valid_height, :valid_width], (height, width), "nearest-exact")
+        return scores, mask
 
     def _to_bands(self, image, input_data_format, index: int, num_channels: int) -> torch.Tensor:
         """One image as a float32 (C, H, W) tensor in raw units."""

@@ -22,6 +22,7 @@ from .mask2former_head import SpectralMoEMask2FormerHead
 from .rein_adapter import ReinAdapter
 from .set_adapter import SETAdapter
 from .spectralmoe_adapter import SpectralMoEAdapter
+from .stac_mlm import write_stac_mlm
 from .vpt_adapter import VPTAdapter
 
 
@@ -315,14 +316,21 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         return patch_tokens.transpose(1, 2).reshape(patch_tokens.shape[0], -1, *grid)
 
     def save_pretrained(self, save_directory, save_encoders: bool | None = None, **kwargs):
-        """Saves config and weights. By default only the trained adapter and head (about 105 MB at ViT-L scale); the
-        frozen encoders are reloaded from `config.backbone` / `config.depth_backbone`. `save_encoders=True` writes
+        """Saves config (naming the `"spectral-image-segmentation"` pipeline), weights and the STAC MLM description
+        (`stac_mlm.py`). By default only the trained adapter and head (about 105 MB at ViT-L scale); the frozen
+        encoders are reloaded from `config.backbone` / `config.depth_backbone`. `save_encoders=True` writes
         everything, for offline use; encoders that no checkpoint names (random ones) are always written."""
         save_encoders = save_encoders or not self.has_named_encoders()
         self.config.encoder_weights_in_checkpoint = save_encoders
+        # The folder names the multispectral pipeline; its file travels with this one (a relative import).
+        from .pipeline_spectralmoe import custom_pipelines
+
+        self.config.custom_pipelines = custom_pipelines()
         if not save_encoders and "state_dict" not in kwargs:
             kwargs["state_dict"] = self.trained_state_dict()
-        return super().save_pretrained(save_directory, **kwargs)
+        saved = super().save_pretrained(save_directory, **kwargs)
+        write_stac_mlm(save_directory, total_parameters=self.num_parameters())
+        return saved
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor outside the frozen encoders, plus the parameters the adapter added to the visual encoder."""
