@@ -48,7 +48,7 @@ class SpectralSegmentationPipeline(Pipeline):
         return {key: value for key, value in preprocess.items() if value is not None}, {}, postprocess
 
     def preprocess(self, image, **processor_kwargs) -> dict[str, Any]:
-        bands = torch.as_tensor(np.asarray(image))
+        bands = image if isinstance(image, torch.Tensor) else np.asarray(image)
         inputs = self.image_processor(bands, return_tensors="pt", **processor_kwargs)
         band_count = len(processor_kwargs.get("wavelengths") or processor_kwargs.get("band_names") or ()) or None
         inputs["target_size"] = self.image_processor.image_size(bands, processor_kwargs.get("input_data_format"),
@@ -71,7 +71,8 @@ class SpectralSegmentationPipeline(Pipeline):
         output = {"label_map": label_map, "masks": masks}
         if return_confidence:
             scores = result.segmentation_scores.float()
-            share = scores.max(dim=0).values / scores.sum(dim=0).clamp_min(torch.finfo(scores.dtype).tiny)
+            # 0 / 0 where every class's score underflows: no confidence there.
+            share = torch.nan_to_num(scores.max(dim=0).values / scores.sum(dim=0), nan=0.0)
             output["confidence"] = share.cpu().numpy()
         return output
 

@@ -1,5 +1,7 @@
 """Shared test helpers: reference tensors and real data from ../shared (tests skip when it is absent)."""
 
+import importlib
+import os
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,16 @@ def real_data_dir(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent")
     return path
+
+
+def optional_import(module: str):
+    """`module`, imported; a skip when it is missing, but a failure under CI (`CI` set), whose install has it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} must be installed under CI (the `dev` extra): {error}")
+        pytest.skip(f"{module} is not installed")
 
 
 TINY_LABELS = {0: "impervious", 1: "building", 2: "vegetation"}

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from modeling_spectralmoe.conversion.mmengine_checkpoint import read_checkpoint
 from modeling_spectralmoe.conversion.official_release import convert_official_checkpoint, main, release_config
+from modeling_spectralmoe.data.benchmarks import PAPER_RESULTS, PAPER_TABLE, PAPER_URL
 from modeling_spectralmoe.frozen_encoders import rope_periods
 
 from .conftest import GOLDEN, golden_tensors
@@ -55,9 +57,11 @@ def golden():
 
 @pytest.fixture(scope="module")
 def converted(golden, tmp_path_factory):
-    """The release converted by the public command, exactly as a user runs it (no sizes, no statistics)."""
+    """The release converted by the public command, exactly as a user runs it (no sizes, no statistics; the
+    benchmark its card quotes the paper's score for: the golden README's setting)."""
     folder = tmp_path_factory.mktemp("release") / "spectralmoe-release"
-    main(["--checkpoint", str(RELEASED), "--backbone", str(BACKBONE), "--output-dir", str(folder)])
+    main(["--checkpoint", str(RELEASED), "--backbone", str(BACKBONE), "--output-dir", str(folder),
+          "--paper-benchmark", "fbp_cross_sensor"])
     return folder
 
 
@@ -100,6 +104,19 @@ def test_everything_is_read_from_the_files(loaded):
     periods = read_checkpoint(BACKBONE).state_dict["rope_embed.periods"]
     assert torch.equal(model.visual_encoder.rope_periods, periods.float())
     assert not torch.equal(periods.float(), rope_periods(config.backbone_config))
+
+
+def test_release_card_quotes_the_papers_number_with_its_source(converted, loaded):
+    metadata = ModelCard.load(converted / "README.md").data.to_dict()
+    assert metadata["license"] == "apache-2.0" and metadata["inference"] is False
+    assert metadata["metrics"] == ["mean_iou"] and "base_model" not in metadata  # encoders are in the folder
+    (quoted,) = metadata["model-index"][0]["results"]  # nothing measured: only the paper's number
+    assert quoted["source"] == {"name": PAPER_TABLE, "url": PAPER_URL}
+    assert [metric["value"] for metric in quoted["metrics"]] == list(PAPER_RESULTS["fbp_cross_sensor"][1:])
+    processor = loaded[1]
+    assert f"| 0 | band 0 |  | {processor.image_mean[0]:g} | {processor.image_std[0]:g} |" in (
+        converted / "README.md").read_text()
+    assert {"stac-mlm.json", "pipeline_spectralmoe.py"} <= {path.name for path in converted.iterdir()}
 
 
 def test_the_numerical_fixes_are_what_the_match_needs(golden, loaded):

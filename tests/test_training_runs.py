@@ -14,6 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from modeling_spectralmoe.stac_mlm import STAC_MLM_FILE
 from modeling_spectralmoe.trainer.plots import DOMAIN_CHART, PREDICTIONS, display_rgb
 from modeling_spectralmoe.trainer.run_config import load_run_config
 from modeling_spectralmoe.trainer.trainer import Trainer
@@ -142,12 +143,19 @@ def test_push_to_hub_uploads_the_folder_with_a_model_card(reference_run):
     upload = next(call for call in calls if call[0] == "upload_folder")[2]
     assert upload["repo_id"] == HUB_REPO
     assert Path(upload["folder_path"]) == reference_run["output_dir"] / "final_model"
-    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= set(upload["files"])
+    folder = reference_run["output_dir"] / "final_model"
+    remote_code = {path.name for path in folder.glob("*.py")}
+    assert {"modeling_spectralmoe.py", "configuration_spectralmoe.py", "image_processing_spectralmoe.py",
+            "pipeline_spectralmoe.py", "stac_mlm.py"} <= remote_code
+    expected = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", DOMAIN_CHART,
+                PREDICTIONS, STAC_MLM_FILE, *remote_code}
+    assert expected <= set(upload["files"])
 
     card = upload["card"]
     assert card.startswith("---\n")
     front_matter = yaml.safe_load(card.split("---\n")[1])
     assert front_matter["library_name"] == "transformers" and front_matter["pipeline_tag"] == "image-segmentation"
+    assert front_matter["inference"] is False and front_matter["license"] == "apache-2.0"
     index = front_matter["model-index"][0]
     assert index["name"] == HUB_REPO
     results = reference_run["results"]

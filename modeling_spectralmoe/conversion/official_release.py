@@ -2,7 +2,8 @@
 into a model folder that `from_pretrained` loads.
 
 ```bash
-spectralmoe-convert-official --checkpoint RELEASED.pth [--backbone CONVERTED_BACKBONE.pth] --output-dir DIR
+spectralmoe-convert-official --checkpoint RELEASED.pth [--backbone CONVERTED_BACKBONE.pth] --output-dir DIR \
+    [--paper-benchmark fbp_cross_sensor]
 ```
 
 Everything comes from the files, so one command converts any release of this architecture:
@@ -27,6 +28,7 @@ import torch
 from transformers import DINOv3ViTConfig
 
 from ..configuration_spectralmoe import SpectralMoEConfig
+from ..data.benchmarks import PAPER_RESULTS
 from ..encoder_checkpoints import DEPTH_ENCODERS, VISUAL_ENCODERS
 from ..image_processing_spectralmoe import SpectralMoEImageProcessor
 from ..modeling_spectralmoe import FROZEN_PREFIXES, SpectralMoEForSemanticSegmentation
@@ -289,8 +291,10 @@ def _assign_weights(model: SpectralMoEForSemanticSegmentation, weights: dict[str
                           assign=True)
 
 
-def release_model_card(config: SpectralMoEConfig, released: Checkpoint, checkpoint_path: str, model_id: str) -> str:
-    """Model card of a converted release: where the weights come from; nothing re-measured here."""
+def release_model_card(config: SpectralMoEConfig, processor: SpectralMoEImageProcessor, released: Checkpoint,
+                       checkpoint_path: str, model_id: str, paper_benchmark: str | None = None) -> str:
+    """Model card of a converted release: where the weights come from, and the paper's score on `paper_benchmark`
+    (quoted, with the paper as source); nothing re-measured here."""
     meta = released.meta
     provenance = (
         f"Converted from the authors' released checkpoint `{Path(checkpoint_path).name}` (experiment "
@@ -299,7 +303,8 @@ def release_model_card(config: SpectralMoEConfig, released: Checkpoint, checkpoi
         "`fusion=\"official_diagonal\"`). Scores reported for it are the authors'; this folder has not been "
         "re-evaluated."
     )
-    return model_card(config, {}, "authors' release", model_id, "authors' release", False, provenance)
+    return model_card(config, {}, "authors' release", model_id, "authors' release", False, provenance,
+                      processor=processor, paper_benchmark=paper_benchmark)
 
 
 def convert_official_checkpoint(
@@ -308,6 +313,7 @@ def convert_official_checkpoint(
     backbone_path: str | Path | None = None,
     band_names: list[str] | None = None,
     depth_rgb_bands: list[int] | None = None,
+    paper_benchmark: str | None = None,
 ) -> ConversionReport:
     """Converts the authors' release into a model folder (config, weights, image processor, model card).
 
@@ -317,10 +323,14 @@ def convert_official_checkpoint(
         backbone_path: the authors' converted-backbone file. With it the folder also holds the frozen encoders and
             is complete offline.
         band_names, depth_rgb_bands: see [`release_config`].
+        paper_benchmark: the benchmark the release was trained for (a key of `data.benchmarks.PAPER_RESULTS`): the
+            model card quotes the paper's score on it. The files do not record it.
 
     Returns:
         [`ConversionReport`]: the fate of every key; `report.summary()` is what the command line prints.
     """
+    if paper_benchmark is not None and paper_benchmark not in PAPER_RESULTS:
+        raise ValueError(f"Unknown paper benchmark {paper_benchmark!r}: expected one of {sorted(PAPER_RESULTS)}.")
     released = read_checkpoint(checkpoint_path)
     backbone = read_checkpoint(backbone_path).state_dict if backbone_path is not None else None
     config, processor = release_config(released, backbone, band_names, depth_rgb_bands)
@@ -337,7 +347,8 @@ def convert_official_checkpoint(
     _assign_weights(model, weights)
     model.save_pretrained(output_dir, save_encoders=backbone is not None)
     processor.save_pretrained(output_dir)
-    card = release_model_card(config, released, str(checkpoint_path), Path(output_dir).name)
+    card = release_model_card(config, processor, released, str(checkpoint_path), Path(output_dir).name,
+                              paper_benchmark)
     (Path(output_dir) / "README.md").write_text(card)
     return ConversionReport(output_dir=str(output_dir), includes_encoders=backbone is not None, keys=keys)
 
@@ -351,10 +362,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", required=True, type=Path, help="model folder to write")
     parser.add_argument("--band-names", nargs="+", help="names of the input bands, e.g. NIR R G B")
     parser.add_argument("--depth-rgb-bands", nargs=3, type=int, help="bands fed to the depth encoder as R, G, B")
+    parser.add_argument("--paper-benchmark", choices=sorted(PAPER_RESULTS),
+                        help="the benchmark the release was trained for: the model card quotes the paper's score on it")
     args = parser.parse_args(argv)
     try:
         report = convert_official_checkpoint(
-            args.checkpoint, args.output_dir, args.backbone, args.band_names, args.depth_rgb_bands
+            args.checkpoint, args.output_dir, args.backbone, args.band_names, args.depth_rgb_bands,
+            args.paper_benchmark,
         )
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error

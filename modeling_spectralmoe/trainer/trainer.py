@@ -385,7 +385,7 @@ class Trainer:
         dataset = self.run.dataset if not Path(self.run.dataset).exists() else self.metadata.name
         (directory / "README.md").write_text(model_card(
             model.config, results, dataset, self.run.hub_model_id or directory.name,
-            self.run.model_selection, self.random_encoders, figures=figures,
+            self.run.model_selection, self.random_encoders, figures=figures, processor=self.processor,
         ))
         (directory / "all_results.json").write_text(results_json(results))
 
@@ -449,7 +449,8 @@ def _drop_frozen_weights(models, weights, output_dir) -> None:
 
 
 def push_to_hub(folder: Path, repo_id: str | None) -> None:
-    """Uploads the model folder (weights, config, processor, model card) with huggingface_hub."""
+    """Uploads the model folder (weights, config, processor, remote code, model card, figures, STAC MLM item) with
+    huggingface_hub."""
     if not repo_id:
         raise ValueError("`push_to_hub` needs `hub_model_id`.")
     from huggingface_hub import HfApi
