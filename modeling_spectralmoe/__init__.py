@@ -24,6 +24,8 @@ _EXPORTS = {
     "SpectralMoEForSemanticSegmentation": "modeling_spectralmoe",
     "SpectralMoEPreTrainedModel": "modeling_spectralmoe",
     "SpectralMoESemanticSegmenterOutput": "modeling_spectralmoe",
+    "SpectralSegmentationPipeline": "pipeline_spectralmoe",
+    "write_stac_mlm": "stac_mlm",
     "SegmentationMeanIoU": "evaluation.segmentation_mean_iou",
     "ConfusionMatrix": "evaluation.segmentation_metric",
     "label_histogram": "evaluation.segmentation_metric",

@@ -329,7 +329,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         if not save_encoders and "state_dict" not in kwargs:
             kwargs["state_dict"] = self.trained_state_dict()
         saved = super().save_pretrained(save_directory, **kwargs)
-        write_stac_mlm(save_directory, total_parameters=self.num_parameters())
+        if kwargs.get("is_main_process", True):
+            write_stac_mlm(save_directory, total_parameters=self.num_parameters())
         return saved
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:

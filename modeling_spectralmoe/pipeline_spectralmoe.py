@@ -61,8 +61,8 @@ class SpectralSegmentationPipeline(Pipeline):
 
     def postprocess(self, model_outputs: dict[str, Any], return_confidence: bool = False) -> dict[str, Any]:
         result = self.image_processor.post_process_semantic_segmentation(
-            model_outputs["outputs"], target_sizes=[model_outputs["target_size"]], pixel_mask=model_outputs["pixel_mask"],
-            return_segmentation_scores=True,
+            model_outputs["outputs"], target_sizes=[model_outputs["target_size"]],
+            pixel_mask=model_outputs["pixel_mask"], return_segmentation_scores=True,
         )[0]
         label_map = result.segmentation.cpu().numpy()
         id2label = self.model.config.id2label
