@@ -35,6 +35,7 @@ class SpectralMoEImageProcessorKwargs(ImagesKwargs, total=False):
     num_channels: int | None
     size_divisor: int | None
     nodata_value: float | None
+    input_dtype: str | None
     band_names: list[str] | None
     wavelengths: list[float] | None
 
@@ -68,6 +69,9 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         nodata_value (`float`, *optional*):
             Raw value marking no-data: a pixel equal to it in **all** bands (NaN matches NaN) is set to 0 after
             normalisation, is 0 in `pixel_mask` and 255 (ignore) in `labels`.
+        input_dtype (`str`, *optional*):
+            Numeric type of the raw bands the statistics describe (`"uint8"`, `"uint16"`, `"int16"`, `"float32"`...):
+            their value range, recorded for geospatial tools (the STAC MLM item's bands); any dtype is accepted.
         band_names (`list[str]`, *optional*):
             Name of each band the statistics belong to (the bands the model was trained on).
         wavelengths (`list[float]`, *optional*):
@@ -92,6 +96,7 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         nodata_value: float | None = None,
         band_names: list[str] | None = None,
         wavelengths: list[float] | None = None,
+        input_dtype: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -113,6 +118,7 @@ class SpectralMoEImageProcessor(BaseImageProcessor):
         self.size_divisor = size_divisor
         self.do_resize = do_resize
         self.nodata_value = nodata_value
+        self.input_dtype = None if input_dtype is None else str(input_dtype)
 
     def preprocess(
         self,

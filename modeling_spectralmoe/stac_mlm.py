@@ -7,6 +7,7 @@ processor's `save_pretrained` both call `write_stac_mlm`, which reads whichever 
 so the file is complete once both are saved, in either order."""
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -80,7 +81,7 @@ def stac_mlm_item(config: dict, processor: dict, name: str, total_parameters: in
 
 def _bands(config: dict, processor: dict) -> list[dict]:
     """STAC 1.1 common-metadata bands: name, central wavelength (µm) and, once the processor is saved, the raw-unit
-    mean and standard deviation used to normalise it."""
+    mean and standard deviation used to normalise it, the raw data type (its value range) and the no-data value."""
     count = config.get("num_channels") or len(processor.get("image_mean") or ())
     names = config.get("band_names") or processor.get("band_names") or [f"band_{i}" for i in range(count)]
     wavelengths = config.get("wavelengths") or processor.get("wavelengths") or [None] * count
@@ -91,6 +92,10 @@ def _bands(config: dict, processor: dict) -> list[dict]:
             band["eo:center_wavelength"] = wavelength
         if processor.get("image_mean"):
             band["statistics"] = {"mean": processor["image_mean"][index], "stddev": processor["image_std"][index]}
+        if processor.get("input_dtype"):
+            band["data_type"] = processor["input_dtype"]
+        if isinstance(processor.get("nodata_value"), (int, float)) and math.isfinite(processor["nodata_value"]):
+            band["nodata"] = processor["nodata_value"]
         bands.append(band)
     return bands
 

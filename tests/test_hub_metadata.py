@@ -43,7 +43,7 @@ def sentinel2_model(tiny_encoders):
             if "mask_embedder" in name or "class_predictor" in name:
                 parameter.normal_(0, 1, generator=generator)
     return model, SpectralMoEImageProcessor(image_mean=MEAN, image_std=STD, band_names=SENTINEL2_BANDS,
-                                            wavelengths=SENTINEL2_WAVELENGTHS)
+                                            wavelengths=SENTINEL2_WAVELENGTHS, nodata_value=0, input_dtype="uint16")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,10 @@ def test_trained_card_holds_the_hub_metadata_and_measured_results(reference_run)
     for index, name in enumerate(processor.band_names):  # the bands table: name, wavelength, statistics
         row = f"| {index} | {name} | {processor.wavelengths[index]:g} | {processor.image_mean[index]:g} | "
         assert f"{row}{processor.image_std[index]:g} |" in card
+    # Saved model first, processor second: the STAC item has the processor's statistics and the data's type too.
+    bands = json.loads((folder / STAC_MLM_FILE).read_text())["assets"]["weights"]["bands"]
+    assert [(band["name"], band["statistics"]["mean"], band["data_type"]) for band in bands] == [
+        (name, mean, "uint8") for name, mean in zip(processor.band_names, processor.image_mean)]
 
 
 def test_card_names_hub_encoders_as_base_models_of_an_adapter():
@@ -202,6 +206,7 @@ def test_stac_mlm_item_validates_and_holds_the_models_bands_statistics_and_class
     bands = item["assets"]["weights"]["bands"]
     assert [band["eo:center_wavelength"] for band in bands] == SENTINEL2_WAVELENGTHS
     assert [band["statistics"] for band in bands] == [{"mean": m, "stddev": s} for m, s in zip(MEAN, STD)]
+    assert {(band["data_type"], band["nodata"]) for band in bands} == {("uint16", 0)}  # the raw value range
     (model_output,) = properties.output
     assert {(c.value, c.name) for c in model_output.classes} == set(TINY_LABELS.items())
 

@@ -68,12 +68,13 @@ def build_model_config(run: RunConfig, metadata) -> SpectralMoEConfig:
     return SpectralMoEConfig(**values)
 
 
-def build_processor(run: RunConfig, metadata) -> SpectralMoEImageProcessor:
-    """The one source of normalisation: the preset's pinned statistics, else the dataset's source statistics."""
+def build_processor(run: RunConfig, metadata, input_dtype: str | None = None) -> SpectralMoEImageProcessor:
+    """The one source of normalisation: the preset's pinned statistics, else the dataset's source statistics;
+    `input_dtype` is the dataset's pixel type."""
     statistics = run.normalization or metadata
     return SpectralMoEImageProcessor(
         image_mean=list(statistics.mean), image_std=list(statistics.std), nodata_value=metadata.nodata,
-        band_names=list(metadata.band_names), wavelengths=metadata.wavelengths,
+        band_names=list(metadata.band_names), wavelengths=metadata.wavelengths, input_dtype=input_dtype,
     )
 
 
@@ -101,7 +102,8 @@ class Trainer:
         self.dataset, self.metadata = load_spectral_dataset(run.dataset)
         run.check_dataset(self.metadata, list(self.dataset))
         self.model_config = build_model_config(run, self.metadata)
-        self.processor = build_processor(run, self.metadata)
+        self.processor = build_processor(
+            run, self.metadata, self.dataset[self.metadata.source_split].features["pixel_values"].dtype)
         self.model = SpectralMoEForSemanticSegmentation(self.model_config)
         self.random_encoders = not self.model.has_named_encoders()
         if not self.random_encoders:
