@@ -14,7 +14,7 @@ from modeling_spectralmoe import SpectralMoEConfig, SpectralMoEForSemanticSegmen
 from modeling_spectralmoe.data.benchmarks import PAPER_RESULTS, PAPER_URL
 from modeling_spectralmoe.pipeline_spectralmoe import TASK
 from modeling_spectralmoe.stac_mlm import STAC_MLM_FILE
-from modeling_spectralmoe.trainer.model_card import LICENSE, SPACE_PATH, model_card, usage_snippet
+from modeling_spectralmoe.trainer.model_card import LICENSE, SPACE_PATH, model_card, usage_snippets
 
 from .conftest import TINY_LABELS, optional_import, randomize_adapter, tiny_config
 from .training_fixtures import HUB_REPO
@@ -118,12 +118,11 @@ def test_card_names_hub_encoders_as_base_models_of_an_adapter():
 def test_how_to_use_blocks_of_the_card_run_on_the_saved_folder(reference_run):
     folder = reference_run["output_dir"] / "final_model"
     card = (folder / "README.md").read_text()
-    first = usage_snippet(card)
+    first, second = usage_snippets(card)
     assert f'"{HUB_REPO}"' in first
     namespace = {}
     exec(first.replace(f'"{HUB_REPO}"', repr(str(folder))), namespace)
     assert namespace["label_map"].shape == namespace["confidence"].shape == (96, 128)
-    second = card.split("## How to use", 1)[1].split("```python\n")[2].split("```", 1)[0]
     pipeline_labels = namespace["label_map"]
     exec(second, namespace)
     np.testing.assert_array_equal(namespace["label_map"].numpy(), pipeline_labels)

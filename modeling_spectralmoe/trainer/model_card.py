@@ -86,10 +86,10 @@ def model_card(
     return str(ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
-def usage_snippet(card: str) -> str:
-    """The first python block under "How to use"."""
-    section = card.split("## How to use", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+def usage_snippets(card: str) -> list[str]:
+    """The python blocks of the card's "How to use" section, in order (each continues the one before)."""
+    section = card.split("## How to use", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
 
 
 def _hub_repo(name: str | None) -> str | None:
