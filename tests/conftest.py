@@ -1,5 +1,7 @@
 """Shared test helpers: reference tensors and real data from ../shared (tests skip when it is absent)."""
 
+import importlib
+import os
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,17 @@ def real_data_dir(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent")
     return path
+
+
+def optional_dependency(module: str, install: str):
+    """Imports an optional dependency; a skip when it is missing, a failure under CI (`CI` set), which installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        message = f"{module} is missing ({error}); install it with: {install}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message, allow_module_level=True)
 
 
 TINY_LABELS = {0: "impervious", 1: "building", 2: "vegetation"}
