@@ -27,7 +27,8 @@ def test_class_colours_map_back_to_indexes_through_the_legend():
     prediction = synthetic_prediction()
     picture = scene_views.class_map_image(prediction)
     legend = scene_views.legend(prediction.class_names)
-    assert [colour for _, colour in legend] == ["#{:02x}{:02x}{:02x}".format(*c[:3]) for c in default_palette(5).values()]
+    table = default_palette(5).values()  # the class map COG's colour table
+    assert [colour for _, colour in legend] == ["#{:02x}{:02x}{:02x}".format(*colour[:3]) for colour in table]
     indexes = {tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5)): index for index, (_, colour) in enumerate(legend)}
     assert len(indexes) == 5
     shown = np.array([indexes.get(tuple(pixel), 255) for pixel in picture.reshape(-1, 3)]).reshape(40, 60)
