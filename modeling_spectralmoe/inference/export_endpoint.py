@@ -1,6 +1,6 @@
 """Make a saved model folder deployable as a Hugging Face Inference Endpoint:
 
-    spectralmoe-export-endpoint FOLDER [--package SPEC] [--overwrite]
+    spectralmoe-export-endpoint FOLDER [--package REQUIREMENT] [--overwrite]
 
 writes `handler.py` (an `EndpointHandler` calling this package's scene engine, see `endpoint`) and `requirements.txt`
 (this package at this version, and rasterio), which the Endpoint installs at start-up. `save_pretrained` never writes
