@@ -39,15 +39,14 @@ def real_data_dir(*parts: str) -> Path:
     return path
 
 
-def optional_dependency(module: str, install: str):
-    """Imports an optional dependency; a skip when it is missing, a failure under CI (`CI` set), which installs it."""
+def optional_import(module: str):
+    """`module`, imported; a skip when it is missing, but a failure under CI (`CI` set), whose install has it."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        message = f"{module} is missing ({error}); install it with: {install}"
         if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message, allow_module_level=True)
+            pytest.fail(f"{module} must be installed under CI (the `dev` extra): {error}")
+        pytest.skip(f"{module} is not installed")
 
 
 TINY_LABELS = {0: "impervious", 1: "building", 2: "vegetation"}
