@@ -102,8 +102,8 @@ def space_url(model_folder, tmp_path):
 
 
 def shown_by_the_space(url: str, scene: Path, screenshot: Path) -> tuple[np.ndarray, list]:
-    """Uploads the scene in chromium; returns the served class-map picture (H, W, 3) and the legend shown
-    ([index, "#rrggbb"]), and saves a screenshot of the whole page."""
+    """Uploads the scene in chromium and picks another layer's expert map; returns the served class-map picture
+    (H, W, 3) and the legend shown ([index, "#rrggbb"]), and saves a screenshot of the whole page."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -114,7 +114,13 @@ def shown_by_the_space(url: str, scene: Path, screenshot: Path) -> tuple[np.ndar
             page.locator("#upload input[type=file]").set_input_files(str(scene))
             class_map = page.locator("#class-map img")
             class_map.wait_for(timeout=TIMEOUT_MS)
-            page.locator("#experts img").wait_for(timeout=TIMEOUT_MS)
+            experts = page.locator("#experts img")
+            experts.wait_for(timeout=TIMEOUT_MS)
+            first_layer = experts.get_attribute("src")
+            page.locator("#expert-layer input").click()
+            page.get_by_role("option", name="layer 3 depth gate").click()  # another layer's routing map
+            page.wait_for_function("first => document.querySelector('#experts img')?.src !== first", arg=first_layer,
+                                   timeout=TIMEOUT_MS)
             served = page.request.get(class_map.get_attribute("src")).body()
             legend = page.locator("#legend [data-class-index]").evaluate_all(
                 "entries => entries.map(entry => [Number(entry.dataset.classIndex), entry.dataset.color])")
