@@ -138,7 +138,7 @@ def test_array_inputs_give_arrays(handler, scene, reference, rasterio):
     assert nested["crs"] is None and nested["warnings"] == []
     raw = {"data": base64.b64encode(bands.astype("<u2").tobytes()).decode(), "shape": [12, 70, 90], "dtype": "uint16"}
     packed = handler({"inputs": {"array": raw},
-                      "parameters": {**SETTINGS, "nodata": 0, "outputs": ["classes", "experts"], "stride": 48}})
+                      "parameters": {**SETTINGS, "nodata": 0, "outputs": ["classes", "experts"]}})
     assert packed["outputs"]["classes"]["data"] == nested["outputs"]["classes"]["data"]
     experts = packed["outputs"]["experts"]
     assert experts["shape"] == [8, 5, 6] and experts["transform"] == [16.0, 0.0, 0.0, 0.0, 16.0, 0.0]
