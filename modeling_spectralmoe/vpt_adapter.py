@@ -57,6 +57,12 @@ class VPTAdapter(LearnedQueryAdapter):
         return torch.cat([hidden_states[:, :num_prefix_tokens], hidden_states[:, prompt_end:]], dim=1)
 
     def attach(self, encoder) -> None:
+        if not encoder.takes_extra_tokens:
+            raise ValueError(
+                f"VPT inserts prompt tokens into each layer's token sequence, but the {type(encoder).__name__} layers "
+                "take a (height, width) token grid with windowed attention, which has no place for them; use another "
+                "adapter type on this encoder."
+            )
         prefix = encoder.num_prefix_tokens
         for index, layer in enumerate(encoder.layers):
             self.keep_hook(layer.register_forward_pre_hook(

@@ -75,6 +75,51 @@ def save_tiny_dofa(path: Path, seed: int = 2) -> str:
     return str(path)
 
 
+def save_tiny_dinov2(path: Path, seed: int = 3, patch_size: int = 16, image_size: int = 64) -> str:
+    """A 4-layer DINOv2 (cls token, width 32) with random weights, saved like a Hub checkpoint."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2,
+                          patch_size=patch_size, image_size=image_size, layerscale_value=0.5)
+    Dinov2Model(config).save_pretrained(path)
+    return str(path)
+
+
+def save_tiny_clip(path: Path, seed: int = 4, patch_size: int = 16, image_size: int = 64) -> str:
+    """A full CLIP model (text and 4-layer vision towers, width 32) with random weights, saved like the
+    `openai/clip-vit-*` checkpoints; SpectralMoE uses its vision tower."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
+                bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                  patch_size=patch_size, image_size=image_size)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(path)
+    return str(path)
+
+
+def save_tiny_sam(path: Path, seed: int = 5, image_size: int = 64) -> str:
+    """A full SAM model whose image encoder has 4 layers (width 32, windows of 2 x 2 patches, global attention in
+    layers 1 and 3), saved like `facebook/sam-vit-*`; its absolute and relative position tables (zero at
+    initialisation) are random, so that every position path shows in the outputs."""
+    from transformers import SamConfig, SamModel
+
+    torch.manual_seed(seed)
+    vision = dict(hidden_size=32, output_channels=16, num_hidden_layers=4, num_attention_heads=2, mlp_dim=64,
+                  image_size=image_size, patch_size=16, window_size=2, global_attn_indexes=[1, 3])
+    config = SamConfig(vision_config=vision, prompt_encoder_config=dict(hidden_size=16),
+                       mask_decoder_config=dict(hidden_size=16, iou_head_hidden_dim=16, mlp_dim=32, num_attention_heads=2))
+    model = SamModel(config)
+    with torch.no_grad():
+        for name, parameter in model.vision_encoder.named_parameters():
+            if name.endswith(("pos_embed", "rel_pos_h", "rel_pos_w")):
+                parameter.normal_(0, 0.5)
+    model.save_pretrained(path)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoders(tmp_path_factory) -> tuple[str, str]:
     """Paths of a tiny DINOv3 and a tiny depth model, named like Hub checkpoints are."""

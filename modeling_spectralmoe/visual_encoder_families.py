@@ -1,0 +1,244 @@
+"""The other frozen foundation models of the paper's Table 1 through transformers (DINOv2, CLIP's vision tower, SAM's
+image encoder), and the registry that picks a wrapper for `config.backbone_config`.
+
+Every family is built with the configured `patch_size`, `image_size` and `num_channels`. Released RGB weights of
+another patch size (DINOv2's and CLIP's 14; the DGSS code runs them at 16) or grid are fitted on loading: the patch
+kernel is widened to the bands (`patch_embed_expansion`) and resized bicubically, the position table is resized to the
+configured grid, as the DGSS converters do.
+"""
+
+import copy
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPVisionModel, Dinov2Model, PreTrainedModel, SamVisionModel
+
+from .configuration_dofa import DOFAConfig
+from .configuration_spectralmoe import SAM_VISION_MODEL_TYPE, SpectralMoEConfig
+from .frozen_encoders import (
+    DINOv3VisualEncoder,
+    DOFAVisualEncoder,
+    FrozenVisualEncoder,
+    dinov2_tokens,
+    fit_patch_kernel,
+    interpolate_dinov2_positions,
+    resize_cls_position_table,
+    resize_position_grid,
+)
+
+
+def encoder_config_for_bands(config: SpectralMoEConfig):
+    """A copy of the visual encoder's config built for the configured bands."""
+    encoder_config = copy.deepcopy(config.backbone_config)
+    encoder_config.num_channels = config.num_channels
+    return encoder_config
+
+
+def released_library_state_dict(model_class: type[PreTrainedModel], name_or_path: str) -> dict[str, torch.Tensor]:
+    """The released weights of a transformers-format checkpoint (Hub id or saved folder; a full `CLIPModel` or
+    `SamModel` checkpoint gives its vision part), by the library class itself.
+
+    Original checkpoint files (Meta's DINOv2 `.pth`, OpenAI's `ViT-L-14.pt`, SAM's `.pth`) need their keys converted
+    to transformers' names: that conversion is not available yet, so they are refused here.
+    """
+    if os.path.isfile(name_or_path):
+        raise ValueError(
+            f"{name_or_path} is a checkpoint file; {model_class.__name__} weights are read from a transformers-format "
+            "Hub id or folder (original checkpoint files need a key conversion that is not available yet)."
+        )
+    return model_class.from_pretrained(name_or_path).state_dict()
+
+
+class DINOv2VisualEncoder(FrozenVisualEncoder):
+    """transformers' `Dinov2Model` (no registers): cls token, learned absolute positions, LayerScale.
+
+    Loading released weights resizes the patch kernel to the configured patch size (bicubic) and the position table
+    to the configured grid (bicubic to the grid size, no antialias), as the DGSS converters do (Rein's
+    `convert_dinov2_large_512x512.py`: 14 -> 16, 37 x 37 -> 32 x 32). At other input grids the table is interpolated
+    by `config.backbone_position_interpolation`: `"library"` (`Dinov2Embeddings`' bicubic resize to the grid) or
+    `"dgss"` (DINOv2's own bicubic with scale factor (grid + 0.1) / side, which the DGSS code runs).
+    """
+
+    lora_target_modules = ("q_proj", "v_proj")
+
+    def __init__(self, config: SpectralMoEConfig):
+        super().__init__(config)
+        self.model = Dinov2Model(encoder_config_for_bands(config))
+        self.num_prefix_tokens = 1
+        self.patch_size = config.backbone_config.patch_size
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.encoder.layer
+
+    def embed(self, pixel_values: torch.Tensor, wavelengths=None) -> tuple[torch.Tensor, dict]:
+        if self.config.backbone_position_interpolation == "dgss":
+            return dinov2_tokens(self.model.embeddings, pixel_values, "dinov2"), {}
+        return self.model.embeddings(pixel_values), {}
+
+    def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
+        return self.layers[index].norm2, self.layers[index].layer_scale2  # after the layer scale: it would shrink it
+
+    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
+        state_dict = released_library_state_dict(Dinov2Model, name_or_path)
+        kernel, positions = "embeddings.patch_embeddings.projection.weight", "embeddings.position_embeddings"
+        state_dict[kernel] = fit_patch_kernel(state_dict[kernel], self.config, self.patch_size)
+        grid = self.config.backbone_config.image_size // self.patch_size
+        state_dict[positions] = interpolate_dinov2_positions(state_dict[positions], (grid, grid), "transformers")
+        return state_dict
+
+
+class CLIPVisualEncoder(FrozenVisualEncoder):
+    """transformers' `CLIPVisionModel` (OpenAI CLIP's vision tower): cls token, learned absolute positions,
+    `pre_layrnorm` after the embeddings; `post_layernorm` and the projection are unused (features are raw layer
+    outputs, as for the other families).
+
+    Loading released weights resizes the patch kernel to the configured patch size (bicubic) and the position table
+    to the configured grid **bilinearly**, as the DGSS code does (16 x 16 -> 32 x 32 for ViT-L/14 at 512 px, patch
+    16). At other input grids the table is interpolated by `config.backbone_position_interpolation`: `"library"`
+    (`CLIPVisionEmbeddings`' bicubic resize) or `"dgss"` (bilinear, as the DGSS code does at run time).
+
+    Differences from the DGSS (DenseCLIP-style) code: the model runs batch-first, and the class embedding is added to
+    the cls token once, as CLIP is; that code adds it twice (once as the token, once inside the position term), which
+    `config.clip_class_embedding_twice` reproduces.
+    """
+
+    lora_target_modules = ("q_proj", "v_proj")
+
+    def __init__(self, config: SpectralMoEConfig):
+        super().__init__(config)
+        self.model = CLIPVisionModel(encoder_config_for_bands(config))
+        self.num_prefix_tokens = 1
+        self.patch_size = config.backbone_config.patch_size
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.encoder.layers
+
+    def embed(self, pixel_values: torch.Tensor, wavelengths=None) -> tuple[torch.Tensor, dict]:
+        """cls + patch tokens after `pre_layrnorm`; every layer takes `attention_mask=None` (no padding)."""
+        embeddings = self.model.embeddings
+        if self.config.backbone_position_interpolation == "dgss":
+            tokens = self.tokens_with_bilinear_positions(pixel_values)
+        else:
+            tokens = embeddings(pixel_values, interpolate_pos_encoding=True)
+        if self.config.clip_class_embedding_twice:
+            tokens = torch.cat([tokens[:, :1] + embeddings.class_embedding, tokens[:, 1:]], dim=1)
+        return self.model.pre_layrnorm(tokens), {"attention_mask": None}
+
+    def tokens_with_bilinear_positions(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """cls + patch tokens (B, 1 + N, D), the position table resized bilinearly to the input's grid."""
+        embeddings = self.model.embeddings
+        patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
+        patches = patches.flatten(2).transpose(1, 2)
+        cls_token = embeddings.class_embedding.expand(patches.shape[0], 1, -1)
+        grid = [size // self.patch_size for size in pixel_values.shape[-2:]]
+        positions = resize_cls_position_table(embeddings.position_embedding.weight[None], grid, "bilinear")
+        return torch.cat([cls_token, patches], dim=1) + positions
+
+    def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
+        return self.layers[index].layer_norm2, self.layers[index].mlp
+
+    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
+        state_dict = released_library_state_dict(CLIPVisionModel, name_or_path)
+        kernel, positions = "embeddings.patch_embedding.weight", "embeddings.position_embedding.weight"
+        state_dict[kernel] = fit_patch_kernel(state_dict[kernel], self.config, self.patch_size)
+        grid = self.config.backbone_config.image_size // self.patch_size
+        if state_dict[positions].shape[0] != 1 + grid * grid:
+            state_dict[positions] = resize_cls_position_table(state_dict[positions][None], (grid, grid), "bilinear")[0]
+        return state_dict
+
+
+def resize_relative_positions(table: torch.Tensor, length: int) -> torch.Tensor:
+    """A (L, head_dim) relative-position table resized linearly to `length` entries, as SAM's attention does."""
+    resized = F.interpolate(table.t()[None].float(), size=length, mode="linear")
+    return resized[0].t().to(table.dtype)
+
+
+class SAMVisualEncoder(FrozenVisualEncoder):
+    """The image encoder of transformers' `SamVisionModel` (neck unused): no prefix token, channels-last tokens
+    (B, H, W, D), windowed attention except at `global_attn_indexes`, absolute positions on a (H, W) grid plus
+    decomposed relative positions in attention.
+
+    Adapters run after the global blocks only (Rein's SAM wiring), their layer index being the position in that list
+    (`adapter_sites`); the tokens are flattened to (B, H * W, D) around the call. Depth-using adapters pair the global
+    blocks with the depth layers at the same relative depth and need the depth encoder's width (the configuration
+    refuses SAM-H, width 1280, with the 1024-wide depth encoders). VPT is refused: its prompts cannot join the
+    windowed (H, W) token grid.
+
+    Loading released weights resizes the position grid to the configured one (bicubic, no antialias, as the DGSS
+    converters: 64 x 64 -> 32 x 32 for SAM-H at 512 px) and the global blocks' relative-position tables linearly to
+    2 * grid - 1 entries (exactly what the attention does at run time with longer tables). `SamVisionEncoder.forward`
+    refuses inputs of another size; here the position grid is resized the same way (bicubic) at run time, and the
+    attention interpolates its relative-position tables itself.
+    """
+
+    lora_target_modules = ("qkv",)
+    num_prefix_tokens = 0
+    takes_extra_tokens = False
+
+    def __init__(self, config: SpectralMoEConfig):
+        super().__init__(config)
+        self.model = SamVisionModel(encoder_config_for_bands(config))
+        self.patch_size = config.backbone_config.patch_size
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.vision_encoder.layers
+
+    def embed(self, pixel_values: torch.Tensor, wavelengths=None) -> tuple[torch.Tensor, dict]:
+        """Channels-last patch tokens (B, h, w, D) plus the position grid at the input's grid."""
+        encoder = self.model.vision_encoder
+        projection = encoder.patch_embed.projection
+        tokens = projection(pixel_values.to(projection.weight.dtype)).permute(0, 2, 3, 1)
+        if encoder.pos_embed is None:
+            return tokens, {}
+        positions = encoder.pos_embed
+        if positions.shape[1:3] != tokens.shape[1:3]:
+            positions = resize_position_grid(positions, tokens.shape[1:3], "bicubic")
+        return tokens + positions, {}
+
+    def patch_tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states.flatten(1, 2)
+
+    def with_patch_tokens(self, hidden_states: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
+        return patch_tokens.reshape(hidden_states.shape)
+
+    def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
+        return self.layers[index].layer_norm2, self.layers[index].mlp
+
+    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
+        state_dict = released_library_state_dict(SamVisionModel, name_or_path)
+        kernel, positions = "vision_encoder.patch_embed.projection.weight", "vision_encoder.pos_embed"
+        state_dict[kernel] = fit_patch_kernel(state_dict[kernel], self.config, self.patch_size)
+        grid = self.config.backbone_config.image_size // self.patch_size
+        if positions in state_dict and state_dict[positions].shape[1:3] != (grid, grid):
+            state_dict[positions] = resize_position_grid(state_dict[positions], (grid, grid), "bicubic")
+        for name, parameter in self.model.named_parameters():
+            if name.endswith(("rel_pos_h", "rel_pos_w")) and state_dict[name].shape != parameter.shape:
+                state_dict[name] = resize_relative_positions(state_dict[name], parameter.shape[0])
+        return state_dict
+
+
+# Chosen by `model_type`, not by config class: a model loaded as remote code imports the config and the model from
+# two module copies, so the config's class is not the class this file imports.
+VISUAL_ENCODER_FAMILIES = {
+    "dinov3_vit": DINOv3VisualEncoder,
+    DOFAConfig.model_type: DOFAVisualEncoder,
+    "dinov2": DINOv2VisualEncoder,
+    "clip_vision_model": CLIPVisualEncoder,
+    SAM_VISION_MODEL_TYPE: SAMVisualEncoder,
+}
+
+
+def build_visual_encoder(config: SpectralMoEConfig) -> FrozenVisualEncoder:
+    """The wrapper of `config.backbone_config`'s encoder family."""
+    model_type = config.backbone_config.model_type
+    if model_type not in VISUAL_ENCODER_FAMILIES:
+        raise ValueError(
+            f"Visual encoders of type {model_type!r} are not supported; expected one of "
+            f"{sorted(VISUAL_ENCODER_FAMILIES)}."
+        )
+    return VISUAL_ENCODER_FAMILIES[model_type](config)

@@ -1,0 +1,202 @@
+"""DINOv2, CLIP and SAM as frozen visual encoders: layer-loop parity with the library models, the position and
+patch-kernel resizes against closed forms, and every adapter type on every family."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, CLIPVisionModel, Dinov2Model, SamVisionModel
+
+from modeling_spectralmoe import SpectralMoEForSemanticSegmentation
+from modeling_spectralmoe.configuration_spectralmoe import ADAPTER_TYPES
+
+from .conftest import (
+    assert_only_adapter_and_head_train,
+    randomize_adapter,
+    save_tiny_clip,
+    save_tiny_depth_model,
+    save_tiny_dinov2,
+    save_tiny_sam,
+    tiny_config,
+)
+
+
+FAMILIES = {"dinov2": save_tiny_dinov2, "clip": save_tiny_clip, "sam": save_tiny_sam}
+LIBRARY_CLASSES = {"dinov2": Dinov2Model, "clip": CLIPVisionModel, "sam": SamVisionModel}
+LAST_LAYER_AT_STRIDE_16 = [0, 1, 3, 3]  # the third feature map (stride 16, not resized) is the last layer's
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, str]:
+    """Tiny saved checkpoints of each family (patch 16) and of the depth model."""
+    root = tmp_path_factory.mktemp("families")
+    saved = {family: save(root / family) for family, save in FAMILIES.items()}
+    saved["depth"] = save_tiny_depth_model(root / "depth")
+    return saved
+
+
+def frozen_model(folder: str, depth: str | None = None, **overrides) -> SpectralMoEForSemanticSegmentation:
+    """A model with the identity adapter (`"frozen"`) and the encoder's released weights."""
+    settings = {"adapter_type": "frozen", "out_indices": LAST_LAYER_AT_STRIDE_16, **overrides}
+    model = SpectralMoEForSemanticSegmentation(tiny_config(folder, depth, **settings)).eval()
+    model.load_pretrained_encoders()
+    return model
+
+
+def feature_at_stride_16(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.encode(pixel_values)[0][2]
+
+
+@pytest.mark.parametrize("family, size", [("dinov2", (48, 80)), ("clip", (48, 80)), ("sam", (64, 64))])
+def test_layer_loop_equals_the_library_model(folders, family, size):
+    """DINOv2 and CLIP at a non-native, non-square size (the library's own position interpolation); SAM at its
+    native size (its forward refuses others)."""
+    model = frozen_model(folders[family])
+    pixel_values = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    library = LIBRARY_CLASSES[family].from_pretrained(folders[family]).eval()
+    extra = {"interpolate_pos_encoding": True} if family == "clip" else {}
+    with torch.no_grad():
+        last = library(pixel_values, output_hidden_states=True, **extra).hidden_states[-1]
+    grid = (size[0] // 16, size[1] // 16)
+    expected = last.permute(0, 3, 1, 2) if family == "sam" else last[:, 1:].transpose(1, 2).reshape(2, 32, *grid)
+    torch.testing.assert_close(feature_at_stride_16(model, pixel_values), expected, rtol=1e-5, atol=1e-5)
+
+
+def zero_input_tokens(model, size=(48, 80)) -> torch.Tensor:
+    """The embedded tokens of an all-zero image: the patch kernel contributes only its bias."""
+    with torch.no_grad():
+        return model.visual_encoder.embed(torch.zeros(1, 3, *size))[0]
+
+
+def grid_of(table: torch.Tensor, side: int) -> torch.Tensor:
+    """(1, side * side, D) -> (1, D, side, side)."""
+    return table.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+
+
+def test_dinov2_position_interpolation_switch(folders):
+    library_form = zero_input_tokens(frozen_model(folders["dinov2"]))
+    dgss_form = zero_input_tokens(frozen_model(folders["dinov2"], backbone_position_interpolation="dgss"))
+    embeddings = Dinov2Model.from_pretrained(folders["dinov2"]).embeddings
+    bias, table = embeddings.patch_embeddings.projection.bias, grid_of(embeddings.position_embeddings[:, 1:], 4)
+    with torch.no_grad():
+        for tokens, resized in (
+            (library_form, F.interpolate(table, size=(3, 5), mode="bicubic", align_corners=False)),
+            (dgss_form, F.interpolate(table, scale_factor=(3.1 / 4, 5.1 / 4), mode="bicubic", antialias=False)),
+        ):
+            assert resized.shape[-2:] == (3, 5)
+            torch.testing.assert_close(tokens[:, 1:], resized.flatten(2).transpose(1, 2) + bias)
+            torch.testing.assert_close(tokens[:, 0], embeddings.cls_token[:, 0] + embeddings.position_embeddings[:, 0])
+    assert not torch.allclose(library_form, dgss_form)
+
+
+@pytest.mark.parametrize("interpolation, mode", [("library", "bicubic"), ("dgss", "bilinear")])
+@pytest.mark.parametrize("class_twice", [False, True])
+def test_clip_position_interpolation_and_class_embedding_switches(folders, interpolation, mode, class_twice):
+    model = frozen_model(folders["clip"], backbone_position_interpolation=interpolation,
+                         clip_class_embedding_twice=class_twice)
+    embeddings = model.visual_encoder.model.embeddings
+    table = embeddings.position_embedding.weight[None]
+    with torch.no_grad():
+        patches = F.interpolate(grid_of(table[:, 1:], 4), size=(3, 5), mode=mode, align_corners=False)
+        cls_token = (2 if class_twice else 1) * embeddings.class_embedding + table[:, :1]
+        expected = torch.cat([cls_token, patches.flatten(2).transpose(1, 2)], dim=1)
+        expected = model.visual_encoder.model.pre_layrnorm(expected)
+    torch.testing.assert_close(zero_input_tokens(model), expected)
+
+
+def test_sam_position_grid_is_resized_bicubically_at_other_sizes(folders):
+    model = frozen_model(folders["sam"])
+    encoder = model.visual_encoder.model.vision_encoder
+    with torch.no_grad():
+        expected = F.interpolate(encoder.pos_embed.permute(0, 3, 1, 2), size=(3, 5), mode="bicubic",
+                                 align_corners=False).permute(0, 2, 3, 1) + encoder.patch_embed.projection.bias
+    tokens = zero_input_tokens(model)
+    assert tokens.shape == (1, 3, 5, 32)
+    torch.testing.assert_close(tokens, expected)
+    assert model.visual_encoder.adapter_sites == {1: 1, 3: 3}  # the global blocks, paired 1:1 by relative depth
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_released_weights_are_fitted_to_the_configured_patch_grid_and_bands(tmp_path, family):
+    """A patch-14 (DINOv2, CLIP) or 64-px (SAM) RGB release loaded into a 4-band, patch-16, 96-px encoder: the kernel
+    is widened cyclically and resized bicubically, the position table resized to the 6 x 6 grid (DINOv2 and SAM
+    bicubic, CLIP bilinear), SAM's global relative-position tables linearly to 11 entries."""
+    if family == "sam":
+        folder = save_tiny_sam(tmp_path / family)
+    else:
+        folder = FAMILIES[family](tmp_path / family, patch_size=14, image_size=56)
+    backbone_config = AutoConfig.from_pretrained(folder)
+    backbone_config = getattr(backbone_config, "vision_config", None) or backbone_config
+    backbone_config.patch_size, backbone_config.image_size = 16, 96
+    model = frozen_model(folder, backbone_config=backbone_config, num_channels=4, depth_rgb_bands=[1, 2, 3],
+                         out_indices=None)
+    released = LIBRARY_CLASSES[family].from_pretrained(folder).state_dict()
+    loaded = model.visual_encoder.model.state_dict()
+    kernel, positions = {
+        "dinov2": ("embeddings.patch_embeddings.projection.weight", "embeddings.position_embeddings"),
+        "clip": ("embeddings.patch_embedding.weight", "embeddings.position_embedding.weight"),
+        "sam": ("vision_encoder.patch_embed.projection.weight", "vision_encoder.pos_embed"),
+    }[family]
+    expected_kernel = F.interpolate(released[kernel][:, [0, 1, 2, 0]], size=(16, 16), mode="bicubic",
+                                    align_corners=False)
+    torch.testing.assert_close(loaded[kernel], expected_kernel)
+    if family == "sam":
+        table = released[positions].permute(0, 3, 1, 2)
+        expected = F.interpolate(table, size=(6, 6), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+        rel_pos = released["vision_encoder.layers.1.attn.rel_pos_h"]
+        expected_rel_pos = F.interpolate(rel_pos.t()[None], size=11, mode="linear")[0].t()
+        torch.testing.assert_close(loaded["vision_encoder.layers.1.attn.rel_pos_h"], expected_rel_pos)
+    else:
+        table = released[positions].reshape(1, -1, 32)
+        mode = "bilinear" if family == "clip" else "bicubic"
+        patches = F.interpolate(grid_of(table[:, 1:], 4), size=(6, 6), mode=mode, align_corners=False)
+        expected = torch.cat([table[:, :1], patches.flatten(2).transpose(1, 2)], dim=1).reshape(loaded[positions].shape)
+    torch.testing.assert_close(loaded[positions], expected)
+
+
+CASES = [(family, adapter_type) for family in FAMILIES for adapter_type in ADAPTER_TYPES]
+
+
+@pytest.mark.parametrize("family, adapter_type", CASES, ids=[f"{f}-{a}" for f, a in CASES])
+def test_every_adapter_trains_one_step_on_every_family_with_four_bands(folders, family, adapter_type):
+    config = tiny_config(folders[family], folders["depth"], adapter_type=adapter_type, num_channels=4,
+                         depth_rgb_bands=[1, 2, 3], vpt_num_prompts=4, adaptformer_bottleneck=8, lora_rank=2)
+    torch.manual_seed(0)
+    if family == "sam" and adapter_type == "vpt":
+        with pytest.raises(ValueError, match="VPT inserts prompt tokens .* SAMVisualEncoder .* token grid"):
+            SpectralMoEForSemanticSegmentation(config)
+        return
+    model = SpectralMoEForSemanticSegmentation(config).train()
+    randomize_adapter(model)
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(2, 4, 32, 32, generator=generator)
+    labels = torch.randint(0, 3, (2, 32, 32), generator=generator)
+    trained = {name: parameter.detach().clone() for name, parameter in model.named_parameters()
+               if parameter.requires_grad}
+    optimizer = torch.optim.SGD([parameter for parameter in model.parameters() if parameter.requires_grad], lr=0.1)
+    loss = model(pixel_values=pixel_values, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert_only_adapter_and_head_train(model)
+    optimizer.step()
+    changed = {name for name, parameter in model.named_parameters() if name in trained
+               and not torch.equal(parameter, trained[name])}
+    adapter_changed = {name for name in changed if not name.startswith("decode_head.")}
+    assert adapter_changed, "no adapter parameter moved"
+
+
+def test_sam_adapters_size_by_the_global_blocks(folders):
+    config = tiny_config(folders["sam"], folders["depth"], adapter_type="spectralmoe", num_channels=4,
+                         depth_rgb_bands=[1, 2, 3])
+    model = SpectralMoEForSemanticSegmentation(config)
+    assert config.num_adapted_layers == 2 and model.adapter.experts_a.shape[0] == 2
+    assert config.out_indices == [0, 1, 1, 3]  # not four global blocks: the plain-ViT default
+
+
+def test_depth_adapters_on_a_sam_wider_than_the_depth_encoder_are_refused(tmp_path, folders):
+    backbone_config = AutoConfig.from_pretrained(folders["sam"]).vision_config
+    backbone_config.hidden_size = 64
+    for adapter_type in ("spectralmoe", "depthforge"):
+        with pytest.raises(ValueError, match="hidden_size=64, 4 layers; depth has hidden_size=32.*SAM-H"):
+            tiny_config(folders["sam"], folders["depth"], backbone_config=backbone_config, adapter_type=adapter_type)
+    tiny_config(folders["sam"], folders["depth"], backbone_config=backbone_config, adapter_type="rein")
