@@ -400,14 +400,17 @@ class SpectralMoEConfig(PreTrainedConfig):
         visual, depth = self.backbone_config, self.depth_backbone_config
         if not self.uses_depth or visual is None or depth is None:
             return
-        compared = ("hidden_size",) if visual.model_type == SAM_VISION_MODEL_TYPE else ("hidden_size", "num_hidden_layers")
+        compared = ("hidden_size", "num_hidden_layers")
+        if visual.model_type == SAM_VISION_MODEL_TYPE:
+            compared = ("hidden_size",)
         if any(getattr(visual, name) != getattr(depth, name) for name in compared):
             raise ValueError(
                 f"The depth encoder must match the visual encoder's {' and '.join(compared)} (the experts are shared "
                 f"by both modalities): visual has hidden_size={visual.hidden_size}, {visual.num_hidden_layers} layers; "
                 f"depth has hidden_size={depth.hidden_size}, {depth.num_hidden_layers} layers. Pair a ViT-L visual "
                 "encoder with PromptDA-L or Depth-Anything-V2-Large. No depth encoder has SAM-H's width (1280): on "
-                "SAM-H use a depth-free adapter (rein, set, fada, lora, dora, adaptformer, frozen) or `fusion=\"none\"`."
+                "SAM-H use a depth-free adapter (rein, set, fada, lora, dora, adaptformer, frozen) or "
+                "`fusion=\"none\"`."
             )
 
 

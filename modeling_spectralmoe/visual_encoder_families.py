@@ -51,7 +51,35 @@ def released_library_state_dict(model_class: type[PreTrainedModel], name_or_path
     return model_class.from_pretrained(name_or_path).state_dict()
 
 
-class DINOv2VisualEncoder(FrozenVisualEncoder):
+class LibraryVisualEncoder(FrozenVisualEncoder):
+    """A transformers vision model (`model_class`) built for the configured bands; released weights are read by the
+    library class and fitted to the configured bands, patch size (`patch_kernel_key`) and grid (`fit_positions`).
+    By default a ViT with a cls token and separate q, k, v projections."""
+
+    model_class: type[PreTrainedModel]
+    patch_kernel_key: str
+    lora_target_modules = ("q_proj", "v_proj")
+    num_prefix_tokens = 1
+
+    def __init__(self, config: SpectralMoEConfig):
+        super().__init__(config)
+        self.model = self.model_class(encoder_config_for_bands(config))
+        self.patch_size = config.backbone_config.patch_size
+
+    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
+        state_dict = released_library_state_dict(self.model_class, name_or_path)
+        state_dict[self.patch_kernel_key] = fit_patch_kernel(state_dict[self.patch_kernel_key], self.config,
+                                                             self.patch_size)
+        grid = self.config.backbone_config.image_size // self.patch_size
+        self.fit_positions(state_dict, (grid, grid))
+        return state_dict
+
+    def fit_positions(self, state_dict: dict[str, torch.Tensor], grid: tuple[int, int]) -> None:
+        """Resizes the released position tables in `state_dict` to the configured patch grid."""
+        raise NotImplementedError
+
+
+class DINOv2VisualEncoder(LibraryVisualEncoder):
     """transformers' `Dinov2Model` (no registers): cls token, learned absolute positions, LayerScale.
 
     Loading released weights resizes the patch kernel to the configured patch size (bicubic) and the position table
@@ -61,13 +89,8 @@ class DINOv2VisualEncoder(FrozenVisualEncoder):
     `"dgss"` (DINOv2's own bicubic with scale factor (grid + 0.1) / side, which the DGSS code runs).
     """
 
-    lora_target_modules = ("q_proj", "v_proj")
-
-    def __init__(self, config: SpectralMoEConfig):
-        super().__init__(config)
-        self.model = Dinov2Model(encoder_config_for_bands(config))
-        self.num_prefix_tokens = 1
-        self.patch_size = config.backbone_config.patch_size
+    model_class = Dinov2Model
+    patch_kernel_key = "embeddings.patch_embeddings.projection.weight"
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -81,16 +104,12 @@ class DINOv2VisualEncoder(FrozenVisualEncoder):
     def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
         return self.layers[index].norm2, self.layers[index].layer_scale2  # after the layer scale: it would shrink it
 
-    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
-        state_dict = released_library_state_dict(Dinov2Model, name_or_path)
-        kernel, positions = "embeddings.patch_embeddings.projection.weight", "embeddings.position_embeddings"
-        state_dict[kernel] = fit_patch_kernel(state_dict[kernel], self.config, self.patch_size)
-        grid = self.config.backbone_config.image_size // self.patch_size
-        state_dict[positions] = interpolate_dinov2_positions(state_dict[positions], (grid, grid), "transformers")
-        return state_dict
+    def fit_positions(self, state_dict: dict[str, torch.Tensor], grid: tuple[int, int]) -> None:
+        key = "embeddings.position_embeddings"
+        state_dict[key] = interpolate_dinov2_positions(state_dict[key], grid, "transformers")
 
 
-class CLIPVisualEncoder(FrozenVisualEncoder):
+class CLIPVisualEncoder(LibraryVisualEncoder):
     """transformers' `CLIPVisionModel` (OpenAI CLIP's vision tower): cls token, learned absolute positions,
     `pre_layrnorm` after the embeddings; `post_layernorm` and the projection are unused (features are raw layer
     outputs, as for the other families).
@@ -105,13 +124,8 @@ class CLIPVisualEncoder(FrozenVisualEncoder):
     `config.clip_class_embedding_twice` reproduces.
     """
 
-    lora_target_modules = ("q_proj", "v_proj")
-
-    def __init__(self, config: SpectralMoEConfig):
-        super().__init__(config)
-        self.model = CLIPVisionModel(encoder_config_for_bands(config))
-        self.num_prefix_tokens = 1
-        self.patch_size = config.backbone_config.patch_size
+    model_class = CLIPVisionModel
+    patch_kernel_key = "embeddings.patch_embedding.weight"
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -141,14 +155,10 @@ class CLIPVisualEncoder(FrozenVisualEncoder):
     def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
         return self.layers[index].layer_norm2, self.layers[index].mlp
 
-    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
-        state_dict = released_library_state_dict(CLIPVisionModel, name_or_path)
-        kernel, positions = "embeddings.patch_embedding.weight", "embeddings.position_embedding.weight"
-        state_dict[kernel] = fit_patch_kernel(state_dict[kernel], self.config, self.patch_size)
-        grid = self.config.backbone_config.image_size // self.patch_size
-        if state_dict[positions].shape[0] != 1 + grid * grid:
-            state_dict[positions] = resize_cls_position_table(state_dict[positions][None], (grid, grid), "bilinear")[0]
-        return state_dict
+    def fit_positions(self, state_dict: dict[str, torch.Tensor], grid: tuple[int, int]) -> None:
+        key = "embeddings.position_embedding.weight"
+        if state_dict[key].shape[0] != 1 + grid[0] * grid[1]:
+            state_dict[key] = resize_cls_position_table(state_dict[key][None], grid, "bilinear")[0]
 
 
 def resize_relative_positions(table: torch.Tensor, length: int) -> torch.Tensor:
@@ -157,7 +167,7 @@ def resize_relative_positions(table: torch.Tensor, length: int) -> torch.Tensor:
     return resized[0].t().to(table.dtype)
 
 
-class SAMVisualEncoder(FrozenVisualEncoder):
+class SAMVisualEncoder(LibraryVisualEncoder):
     """The image encoder of transformers' `SamVisionModel` (neck unused): no prefix token, channels-last tokens
     (B, H, W, D), windowed attention except at `global_attn_indexes`, absolute positions on a (H, W) grid plus
     decomposed relative positions in attention.
@@ -175,14 +185,11 @@ class SAMVisualEncoder(FrozenVisualEncoder):
     attention interpolates its relative-position tables itself.
     """
 
+    model_class = SamVisionModel
+    patch_kernel_key = "vision_encoder.patch_embed.projection.weight"
     lora_target_modules = ("qkv",)
     num_prefix_tokens = 0
     takes_extra_tokens = False
-
-    def __init__(self, config: SpectralMoEConfig):
-        super().__init__(config)
-        self.model = SamVisionModel(encoder_config_for_bands(config))
-        self.patch_size = config.backbone_config.patch_size
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -209,17 +216,13 @@ class SAMVisualEncoder(FrozenVisualEncoder):
     def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
         return self.layers[index].layer_norm2, self.layers[index].mlp
 
-    def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
-        state_dict = released_library_state_dict(SamVisionModel, name_or_path)
-        kernel, positions = "vision_encoder.patch_embed.projection.weight", "vision_encoder.pos_embed"
-        state_dict[kernel] = fit_patch_kernel(state_dict[kernel], self.config, self.patch_size)
-        grid = self.config.backbone_config.image_size // self.patch_size
-        if positions in state_dict and state_dict[positions].shape[1:3] != (grid, grid):
-            state_dict[positions] = resize_position_grid(state_dict[positions], (grid, grid), "bicubic")
+    def fit_positions(self, state_dict: dict[str, torch.Tensor], grid: tuple[int, int]) -> None:
+        key = "vision_encoder.pos_embed"
+        if key in state_dict and state_dict[key].shape[1:3] != grid:
+            state_dict[key] = resize_position_grid(state_dict[key], grid, "bicubic")
         for name, parameter in self.model.named_parameters():
             if name.endswith(("rel_pos_h", "rel_pos_w")) and state_dict[name].shape != parameter.shape:
                 state_dict[name] = resize_relative_positions(state_dict[name], parameter.shape[0])
-        return state_dict
 
 
 # Chosen by `model_type`, not by config class: a model loaded as remote code imports the config and the model from

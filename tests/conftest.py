@@ -109,8 +109,8 @@ def save_tiny_sam(path: Path, seed: int = 5, image_size: int = 64) -> str:
     torch.manual_seed(seed)
     vision = dict(hidden_size=32, output_channels=16, num_hidden_layers=4, num_attention_heads=2, mlp_dim=64,
                   image_size=image_size, patch_size=16, window_size=2, global_attn_indexes=[1, 3])
-    config = SamConfig(vision_config=vision, prompt_encoder_config=dict(hidden_size=16),
-                       mask_decoder_config=dict(hidden_size=16, iou_head_hidden_dim=16, mlp_dim=32, num_attention_heads=2))
+    decoder = dict(hidden_size=16, iou_head_hidden_dim=16, mlp_dim=32, num_attention_heads=2)
+    config = SamConfig(vision_config=vision, prompt_encoder_config=dict(hidden_size=16), mask_decoder_config=decoder)
     model = SamModel(config)
     with torch.no_grad():
         for name, parameter in model.vision_encoder.named_parameters():
