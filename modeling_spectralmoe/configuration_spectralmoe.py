@@ -5,6 +5,7 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 
 from .configuration_dofa import DOFAConfig
+from .configuration_eva02 import EVA02Config
 from .encoder_checkpoints import known_encoder_config
 
 
@@ -74,6 +75,10 @@ def rgb_band_indices(band_names: list[str] | None = None, wavelengths: list[floa
     return None
 
 
+# Encoders written in this package: their configs are not registered with `AutoConfig` when only this file is loaded.
+PACKAGE_ENCODER_CONFIGS = {DOFAConfig.model_type: DOFAConfig, EVA02Config.model_type: EVA02Config}
+
+
 def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
     """Turns a serialized sub-config (dict with `model_type`) back into its config class."""
     if value is None or isinstance(value, PreTrainedConfig):
@@ -81,8 +86,8 @@ def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
     value = dict(value)
     model_type = value.pop("model_type")
     value.pop("transformers_version", None)
-    if model_type == DOFAConfig.model_type:
-        return DOFAConfig(**value)
+    if model_type in PACKAGE_ENCODER_CONFIGS:
+        return PACKAGE_ENCODER_CONFIGS[model_type](**value)
     return AutoConfig.for_model(model_type, **value)
 
 
@@ -95,24 +100,24 @@ def _image_encoder_config(config: PreTrainedConfig | None) -> PreTrainedConfig |
 class SpectralMoEConfig(PreTrainedConfig):
     r"""
     Configuration of [`SpectralMoEForSemanticSegmentation`] (Chen et al., CVPR 2026). Only the adapter and the
-    Mask2Former head are trained; the visual foundation model (DINOv3, DOFA, DINOv2, CLIP or SAM) and the depth
-    foundation model (the
-    DINOv2 encoder of Prompt Depth Anything) stay frozen. Building a model from this config never downloads: the
+    Mask2Former head are trained; the visual foundation model (DINOv3, DOFA, DINOv2, CLIP, SAM or EVA02) and the
+    depth foundation model (the DINOv2 encoder of Prompt Depth Anything) stay frozen. Building a model from this config never downloads: the
     encoders' architectures come from `backbone_config` / `depth_backbone_config`, from a local folder named by
     `backbone` / `depth_backbone`, or from the package's table of known checkpoints.
 
     Args:
         backbone (`str`, *optional*, defaults to `"facebook/dinov3-vitl16-pretrain-lvd1689m"`):
             Hub id or local path of the frozen visual encoder, loaded by `load_pretrained_encoders()`: a DINOv3, DOFA,
-            DINOv2 (`Dinov2Model`), CLIP (a `CLIPModel` or `CLIPVisionModel` checkpoint; its vision tower is used) or
-            SAM (a `SamModel` or `SamVisionModel` checkpoint; its image encoder is used) checkpoint.
+            DINOv2 (`Dinov2Model`), CLIP (a `CLIPModel` or `CLIPVisionModel` checkpoint; its vision tower is used),
+            SAM (a `SamModel` or `SamVisionModel` checkpoint; its image encoder is used) or EVA02 (timm's or EVA's
+            weights, see `read_eva02_weights`) checkpoint.
         backbone_config (`PreTrainedConfig` or `dict`, *optional*):
-            Architecture of the visual encoder: `DINOv3ViTConfig`, `DOFAConfig`, `Dinov2Config`, `CLIPVisionConfig`
-            or `SamVisionConfig` (a dict needs its `model_type`; a full `CLIPConfig` / `SamConfig` gives its
-            `vision_config`). Resolved from `backbone` when not given. The model is built with this config's
-            `patch_size` and `image_size`: released weights of another patch size (DINOv2's and CLIP's 14) have their
-            patch kernel resized bicubically and their position table resized to the configured grid on loading
-            (see each family's wrapper). SAM adapters run after its global-attention blocks only, and its default
+            Architecture of the visual encoder: `DINOv3ViTConfig`, `DOFAConfig`, `Dinov2Config`, `CLIPVisionConfig`,
+            `SamVisionConfig` or `EVA02Config` (a dict needs its `model_type`; a full `CLIPConfig` / `SamConfig`
+            gives its `vision_config`). Resolved from `backbone` when not given. The model is built with this
+            config's `patch_size` and `image_size`: released weights of another patch size (DINOv2's, CLIP's and
+            EVA02's 14) have their patch kernel resized bicubically and their position table resized to the
+            configured grid on loading (see each family's wrapper in `visual_encoder_families.py`). SAM adapters run after its global-attention blocks only, and its default
             `out_indices` are those blocks.
         depth_backbone (`str`, *optional*, defaults to `"depth-anything/prompt-depth-anything-vitl-hf"`):
             Hub id or local path of a Prompt Depth Anything / Depth Anything checkpoint whose DINOv2 encoder supplies

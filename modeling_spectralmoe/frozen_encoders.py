@@ -87,8 +87,8 @@ class FrozenVisualEncoder(nn.Module):
 
     # Whether the patch embedding is generated from the bands' wavelengths, so any band set can be fed per call.
     wavelength_conditioned = False
-    # Whether the layers take a token sequence that extra tokens (VPT's prompts) can join.
-    takes_extra_tokens = True
+    # Why extra tokens (VPT's prompts) cannot join the layers' token sequence; `None` when they can.
+    extra_tokens_refusal: str | None = None
     # The attention projections that LoRA-family methods adapt by default (q and v, or the fused qkv).
     lora_target_modules: tuple[str, ...] = ()
 

@@ -88,8 +88,8 @@ class SpectralMoEPreTrainedModel(PreTrainedModel):
 
 class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
     r"""
-    SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3, DOFA, DINOv2, CLIP or SAM) whose
-    patch tokens are adjusted after every layer (SAM: after its global-attention blocks) by a dual-gated
+    SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3, DOFA, DINOv2, CLIP, SAM or EVA02)
+    whose patch tokens are adjusted after every layer (SAM: after its global-attention blocks) by a dual-gated
     mixture-of-experts adapter fed with the tokens of a frozen depth foundation model, followed by a Mask2Former
     head. Only the adapter and the head are trained. With
     `config.adapter_type` `"rein"`, `"depthforge"` or `"frozen"` the same pipeline trains the paper's baselines.

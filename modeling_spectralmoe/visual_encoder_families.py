@@ -1,5 +1,6 @@
-"""The other frozen foundation models of the paper's Table 1 through transformers (DINOv2, CLIP's vision tower, SAM's
-image encoder), and the registry that picks a wrapper for `config.backbone_config`.
+"""The other frozen foundation models of the paper's Table 1: DINOv2, CLIP's vision tower and SAM's image encoder
+through transformers, EVA02 through the package's own model; and the registry that picks a wrapper for
+`config.backbone_config`.
 
 Every family is built with the configured `patch_size`, `image_size` and `num_channels`. Released RGB weights of
 another patch size (DINOv2's and CLIP's 14; the DGSS code runs them at 16) or grid are fitted on loading: the patch
@@ -16,7 +17,9 @@ from torch import nn
 from transformers import CLIPVisionModel, Dinov2Model, PreTrainedModel, SamVisionModel
 
 from .configuration_dofa import DOFAConfig
+from .configuration_eva02 import EVA02Config
 from .configuration_spectralmoe import SAM_VISION_MODEL_TYPE, SpectralMoEConfig
+from .modeling_eva02 import EVA02Model, read_eva02_weights
 from .frozen_encoders import (
     DINOv3VisualEncoder,
     DOFAVisualEncoder,
@@ -52,8 +55,8 @@ def released_library_state_dict(model_class: type[PreTrainedModel], name_or_path
 
 
 class LibraryVisualEncoder(FrozenVisualEncoder):
-    """A transformers vision model (`model_class`) built for the configured bands; released weights are read by the
-    library class and fitted to the configured bands, patch size (`patch_kernel_key`) and grid (`fit_positions`).
+    """A vision model class (`model_class`) built for the configured bands; released weights are read
+    (`read_released_weights`, by default the transformers class's `from_pretrained`) and fitted to the configured bands, patch size (`patch_kernel_key`) and grid (`fit_positions`).
     By default a ViT with a cls token and separate q, k, v projections."""
 
     model_class: type[PreTrainedModel]
@@ -66,8 +69,12 @@ class LibraryVisualEncoder(FrozenVisualEncoder):
         self.model = self.model_class(encoder_config_for_bands(config))
         self.patch_size = config.backbone_config.patch_size
 
+    def read_released_weights(self, name_or_path: str) -> dict[str, torch.Tensor]:
+        """The released weights under `model_class`'s names, at their released shapes."""
+        return released_library_state_dict(self.model_class, name_or_path)
+
     def released_state_dict(self, name_or_path: str) -> dict[str, torch.Tensor]:
-        state_dict = released_library_state_dict(self.model_class, name_or_path)
+        state_dict = self.read_released_weights(name_or_path)
         state_dict[self.patch_kernel_key] = fit_patch_kernel(state_dict[self.patch_kernel_key], self.config,
                                                              self.patch_size)
         grid = self.config.backbone_config.image_size // self.patch_size
@@ -189,7 +196,7 @@ class SAMVisualEncoder(LibraryVisualEncoder):
     patch_kernel_key = "vision_encoder.patch_embed.projection.weight"
     lora_target_modules = ("qkv",)
     num_prefix_tokens = 0
-    takes_extra_tokens = False
+    extra_tokens_refusal = "its layers take a (height, width) token grid with windowed attention"
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -225,6 +232,43 @@ class SAMVisualEncoder(LibraryVisualEncoder):
                 state_dict[name] = resize_relative_positions(state_dict[name], parameter.shape[0])
 
 
+class EVA02VisualEncoder(LibraryVisualEncoder):
+    """The package's `EVA02Model` (EVA02-L of the DGSS code, no transformers class exists): cls token, learned
+    absolute positions plus 2-D RoPE on the patch tokens (passed to every layer), SwiGLU MLPs; its final norm is
+    unused.
+
+    Released weights are read by `read_eva02_weights` (a saved folder, timm's names or EVA's original names). Loading
+    resizes the patch kernel to the configured patch size (bicubic; EVA's `p14to16` file is already at 16) and the
+    position table to the configured grid (bicubic, no antialias), as Rein's `convert_eva2_512x512.py` does. At other
+    input grids the model resamples the table itself (timm's bicubic with antialias, which equals the DGSS
+    converter's resize when upsampling); `backbone_position_interpolation` does not apply. VPT is refused: the
+    attention rotates every token after the cls token as a patch, so prompt tokens would misalign its RoPE tables.
+    """
+
+    model_class = EVA02Model
+    patch_kernel_key = "embeddings.patch_embeddings.weight"
+    extra_tokens_refusal = "its attention rotates every token after the cls token by the patch grid's RoPE angles"
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.layers
+
+    def embed(self, pixel_values: torch.Tensor, wavelengths=None) -> tuple[torch.Tensor, dict]:
+        tokens, rope = self.model.embed(pixel_values)
+        return tokens, {"rope": rope}
+
+    def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
+        return self.layers[index].norm2, self.layers[index].mlp
+
+    def read_released_weights(self, name_or_path: str) -> dict[str, torch.Tensor]:
+        return read_eva02_weights(name_or_path)
+
+    def fit_positions(self, state_dict: dict[str, torch.Tensor], grid: tuple[int, int]) -> None:
+        key = "embeddings.position_embeddings"
+        if state_dict[key].shape[1] != 1 + grid[0] * grid[1]:
+            state_dict[key] = resize_cls_position_table(state_dict[key], grid, "bicubic")
+
+
 # Chosen by `model_type`, not by config class: a model loaded as remote code imports the config and the model from
 # two module copies, so the config's class is not the class this file imports.
 VISUAL_ENCODER_FAMILIES = {
@@ -233,6 +277,7 @@ VISUAL_ENCODER_FAMILIES = {
     "dinov2": DINOv2VisualEncoder,
     "clip_vision_model": CLIPVisualEncoder,
     SAM_VISION_MODEL_TYPE: SAMVisualEncoder,
+    EVA02Config.model_type: EVA02VisualEncoder,
 }
 
 

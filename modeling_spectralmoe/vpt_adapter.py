@@ -57,11 +57,10 @@ class VPTAdapter(LearnedQueryAdapter):
         return torch.cat([hidden_states[:, :num_prefix_tokens], hidden_states[:, prompt_end:]], dim=1)
 
     def attach(self, encoder) -> None:
-        if not encoder.takes_extra_tokens:
+        if encoder.extra_tokens_refusal:
             raise ValueError(
-                f"VPT inserts prompt tokens into each layer's token sequence, but the {type(encoder).__name__} layers "
-                "take a (height, width) token grid with windowed attention, which has no place for them; use another "
-                "adapter type on this encoder."
+                f"VPT inserts prompt tokens into each layer's token sequence, which {type(encoder).__name__} cannot "
+                f"take: {encoder.extra_tokens_refusal}. Use another adapter type on this encoder."
             )
         prefix = encoder.num_prefix_tokens
         for index, layer in enumerate(encoder.layers):

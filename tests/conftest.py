@@ -100,6 +100,17 @@ def save_tiny_clip(path: Path, seed: int = 4, patch_size: int = 16, image_size: 
     return str(path)
 
 
+def save_tiny_eva02(path: Path, seed: int = 6, patch_size: int = 16, image_size: int = 64) -> str:
+    """A 4-layer EVA02 (cls token, RoPE, SwiGLU, width 32) with random weights, saved with `save_pretrained`."""
+    from modeling_spectralmoe import EVA02Config, EVA02Model
+
+    torch.manual_seed(seed)
+    config = EVA02Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                         patch_size=patch_size, image_size=image_size, pretrain_grid_size=4)
+    EVA02Model(config).save_pretrained(path)
+    return str(path)
+
+
 def save_tiny_sam(path: Path, seed: int = 5, image_size: int = 64) -> str:
     """A full SAM model whose image encoder has 4 layers (width 32, windows of 2 x 2 patches, global attention in
     layers 1 and 3), saved like `facebook/sam-vit-*`; its absolute and relative position tables (zero at

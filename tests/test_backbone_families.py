@@ -1,4 +1,4 @@
-"""DINOv2, CLIP and SAM as frozen visual encoders: layer-loop parity with the library models, the position and
+"""DINOv2, CLIP, SAM and EVA02 as frozen visual encoders: layer-loop parity with the library models, the position and
 patch-kernel resizes against closed forms, and every adapter type on every family."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, CLIPVisionModel, Dinov2Model, SamVisionModel
 
-from modeling_spectralmoe import SpectralMoEForSemanticSegmentation
+from modeling_spectralmoe import EVA02Model, SpectralMoEForSemanticSegmentation
 from modeling_spectralmoe.configuration_spectralmoe import ADAPTER_TYPES
 
 from .conftest import (
@@ -15,13 +15,14 @@ from .conftest import (
     save_tiny_clip,
     save_tiny_depth_model,
     save_tiny_dinov2,
+    save_tiny_eva02,
     save_tiny_sam,
     tiny_config,
 )
 
 
-FAMILIES = {"dinov2": save_tiny_dinov2, "clip": save_tiny_clip, "sam": save_tiny_sam}
-LIBRARY_CLASSES = {"dinov2": Dinov2Model, "clip": CLIPVisionModel, "sam": SamVisionModel}
+FAMILIES = {"dinov2": save_tiny_dinov2, "clip": save_tiny_clip, "sam": save_tiny_sam, "eva02": save_tiny_eva02}
+LIBRARY_CLASSES = {"dinov2": Dinov2Model, "clip": CLIPVisionModel, "sam": SamVisionModel, "eva02": EVA02Model}
 LAST_LAYER_AT_STRIDE_16 = [0, 1, 3, 3]  # the third feature map (stride 16, not resized) is the last layer's
 
 
@@ -47,10 +48,11 @@ def feature_at_stride_16(model, pixel_values: torch.Tensor) -> torch.Tensor:
         return model.encode(pixel_values)[0][2]
 
 
-@pytest.mark.parametrize("family, size", [("dinov2", (48, 80)), ("clip", (48, 80)), ("sam", (64, 64))])
+@pytest.mark.parametrize("family, size", [("dinov2", (48, 80)), ("clip", (48, 80)), ("sam", (64, 64)),
+                                          ("eva02", (48, 80))])
 def test_layer_loop_equals_the_library_model(folders, family, size):
-    """DINOv2 and CLIP at a non-native, non-square size (the library's own position interpolation); SAM at its
-    native size (its forward refuses others)."""
+    """DINOv2, CLIP and EVA02 (the package's model; timm is its oracle in test_eva02) at a non-native, non-square
+    size (the model's own position interpolation); SAM at its native size (its forward refuses others)."""
     model = frozen_model(folders[family])
     pixel_values = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
     library = LIBRARY_CLASSES[family].from_pretrained(folders[family]).eval()
@@ -118,9 +120,9 @@ def test_sam_position_grid_is_resized_bicubically_at_other_sizes(folders):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_released_weights_are_fitted_to_the_configured_patch_grid_and_bands(tmp_path, family):
-    """A patch-14 (DINOv2, CLIP) or 64-px (SAM) RGB release loaded into a 4-band, patch-16, 96-px encoder: the kernel
-    is widened cyclically and resized bicubically, the position table resized to the 6 x 6 grid (DINOv2 and SAM
-    bicubic, CLIP bilinear), SAM's global relative-position tables linearly to 11 entries."""
+    """A patch-14 (DINOv2, CLIP, EVA02) or 64-px (SAM) RGB release loaded into a 4-band, patch-16, 96-px encoder: the
+    kernel is widened cyclically and resized bicubically, the position table resized to the 6 x 6 grid (bilinear for
+    CLIP, else bicubic), SAM's global relative-position tables linearly to 11 entries."""
     if family == "sam":
         folder = save_tiny_sam(tmp_path / family)
     else:
@@ -136,6 +138,7 @@ def test_released_weights_are_fitted_to_the_configured_patch_grid_and_bands(tmp_
         "dinov2": ("embeddings.patch_embeddings.projection.weight", "embeddings.position_embeddings"),
         "clip": ("embeddings.patch_embedding.weight", "embeddings.position_embedding.weight"),
         "sam": ("vision_encoder.patch_embed.projection.weight", "vision_encoder.pos_embed"),
+        "eva02": ("embeddings.patch_embeddings.weight", "embeddings.position_embeddings"),
     }[family]
     expected_kernel = F.interpolate(released[kernel][:, [0, 1, 2, 0]], size=(16, 16), mode="bicubic",
                                     align_corners=False)
@@ -155,15 +158,17 @@ def test_released_weights_are_fitted_to_the_configured_patch_grid_and_bands(tmp_
 
 
 CASES = [(family, adapter_type) for family in FAMILIES for adapter_type in ADAPTER_TYPES]
+VPT_REFUSALS = {"sam": "token grid with windowed attention", "eva02": "RoPE"}
 
 
 @pytest.mark.parametrize("family, adapter_type", CASES, ids=[f"{f}-{a}" for f, a in CASES])
 def test_every_adapter_trains_one_step_on_every_family_with_four_bands(folders, family, adapter_type):
     config = tiny_config(folders[family], folders["depth"], adapter_type=adapter_type, num_channels=4,
-                         depth_rgb_bands=[1, 2, 3], vpt_num_prompts=4, adaptformer_bottleneck=8, lora_rank=2)
+                         depth_rgb_bands=[1, 2, 3], vpt_num_prompts=4, adaptformer_bottleneck=8, lora_rank=2,
+                         decoder_layers=1, train_num_points=64)
     torch.manual_seed(0)
-    if family == "sam" and adapter_type == "vpt":
-        with pytest.raises(ValueError, match="VPT inserts prompt tokens .* SAMVisualEncoder .* token grid"):
+    if adapter_type == "vpt" and family in VPT_REFUSALS:
+        with pytest.raises(ValueError, match=f"VPT inserts prompt tokens .* cannot take: .*{VPT_REFUSALS[family]}"):
             SpectralMoEForSemanticSegmentation(config)
         return
     model = SpectralMoEForSemanticSegmentation(config).train()
