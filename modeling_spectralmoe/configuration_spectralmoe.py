@@ -101,9 +101,9 @@ class SpectralMoEConfig(PreTrainedConfig):
     r"""
     Configuration of [`SpectralMoEForSemanticSegmentation`] (Chen et al., CVPR 2026). Only the adapter and the
     Mask2Former head are trained; the visual foundation model (DINOv3, DOFA, DINOv2, CLIP, SAM or EVA02) and the
-    depth foundation model (the DINOv2 encoder of Prompt Depth Anything) stay frozen. Building a model from this config never downloads: the
-    encoders' architectures come from `backbone_config` / `depth_backbone_config`, from a local folder named by
-    `backbone` / `depth_backbone`, or from the package's table of known checkpoints.
+    depth foundation model (the DINOv2 encoder of Prompt Depth Anything) stay frozen. Building a model from this
+    config never downloads: the encoders' architectures come from `backbone_config` / `depth_backbone_config`, from a
+    local folder named by `backbone` / `depth_backbone`, or from the package's table of known checkpoints.
 
     Args:
         backbone (`str`, *optional*, defaults to `"facebook/dinov3-vitl16-pretrain-lvd1689m"`):
@@ -117,8 +117,8 @@ class SpectralMoEConfig(PreTrainedConfig):
             gives its `vision_config`). Resolved from `backbone` when not given. The model is built with this
             config's `patch_size` and `image_size`: released weights of another patch size (DINOv2's, CLIP's and
             EVA02's 14) have their patch kernel resized bicubically and their position table resized to the
-            configured grid on loading (see each family's wrapper in `visual_encoder_families.py`). SAM adapters run after its global-attention blocks only, and its default
-            `out_indices` are those blocks.
+            configured grid on loading (see each family's wrapper in `visual_encoder_families.py`). SAM adapters
+            run after its global-attention blocks only, and its default `out_indices` are those blocks.
         depth_backbone (`str`, *optional*, defaults to `"depth-anything/prompt-depth-anything-vitl-hf"`):
             Hub id or local path of a Prompt Depth Anything / Depth Anything checkpoint whose DINOv2 encoder supplies
             the depth tokens. `None` when no depth encoder is used (`fusion="none"`, or `adapter_type="rein"`).

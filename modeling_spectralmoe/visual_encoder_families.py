@@ -55,9 +55,10 @@ def released_library_state_dict(model_class: type[PreTrainedModel], name_or_path
 
 
 class LibraryVisualEncoder(FrozenVisualEncoder):
-    """A vision model class (`model_class`) built for the configured bands; released weights are read
-    (`read_released_weights`, by default the transformers class's `from_pretrained`) and fitted to the configured bands, patch size (`patch_kernel_key`) and grid (`fit_positions`).
-    By default a ViT with a cls token and separate q, k, v projections."""
+    """A vision model class (`model_class`) built for the configured bands: by default a ViT with a cls token and
+    separate q, k, v projections. Released weights are read (`read_released_weights`, by default the transformers
+    class's `from_pretrained`) and fitted to the configured bands, patch size (`patch_kernel_key`) and grid
+    (`fit_positions`)."""
 
     model_class: type[PreTrainedModel]
     patch_kernel_key: str
