@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
@@ -154,6 +155,22 @@ def test_dinov2_fused_qkv_rows_land_in_q_k_v_and_layer_scale_in_lambda():
     assert torch.equal(converted["embeddings.position_embeddings"], original["pos_embed"])
 
 
+def test_dinov2_attention_equals_the_meta_attention_on_the_original_tensors():
+    """Meta's attention reads the fused projection as (3, heads, head_dim) along its output; the converted transformers
+    attention computes the same output."""
+    original = meta_dinov2_state_dict()
+    tokens = torch.randn(2, 5, WIDTH, generator=torch.Generator().manual_seed(3))
+    batch, length, _ = tokens.shape
+    qkv = F.linear(tokens, original["blocks.1.attn.qkv.weight"], original["blocks.1.attn.qkv.bias"])
+    query, key, value = qkv.reshape(batch, length, 3, HEADS, WIDTH // HEADS).permute(2, 0, 3, 1, 4)
+    heads = F.scaled_dot_product_attention(query, key, value).transpose(1, 2).reshape(batch, length, WIDTH)
+    expected = F.linear(heads, original["blocks.1.attn.proj.weight"], original["blocks.1.attn.proj.bias"])
+    model = tiny_dinov2().eval()
+    model.load_state_dict(convert_meta_dinov2_state_dict(original))
+    output, _ = model.encoder.layer[1].attention(tokens)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dinov2_chunked_blocks_read_as_plain_blocks():
     """With `block_chunks=2` Meta's model stores block i of chunk c as `blocks.{c}.{i}.*` (global index i)."""
     original = meta_dinov2_state_dict()
@@ -182,6 +199,21 @@ def test_clip_places_class_embedding_positions_and_split_in_proj(caplog):
     text_tower = [key for key in original if not key.startswith("visual.") and key not in scalars]
     assert sorted(dropped.values()) == sorted([1, len(text_tower), len(scalars)])
     assert dropped["text tower"] == len(text_tower)
+
+
+def test_clip_attention_equals_torch_multihead_attention_with_the_original_tensors():
+    """OpenAI's blocks run `nn.MultiheadAttention`, whose parameters are the original `attn.*` tensors: the converted
+    transformers attention computes the same output."""
+    original = openai_clip_state_dict()
+    reference = torch.nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+    block = "visual.transformer.resblocks.1.attn."
+    reference.load_state_dict({key[len(block):]: value for key, value in original.items() if key.startswith(block)})
+    model = tiny_clip_vision()
+    model.load_state_dict(convert_openai_clip_visual_state_dict(original))
+    tokens = torch.randn(2, 5, WIDTH, generator=torch.Generator().manual_seed(3))
+    expected, _ = reference(tokens, tokens, tokens, need_weights=False)
+    attention = model.encoder.layers[1].self_attn.eval()
+    torch.testing.assert_close(attention(tokens, attention_mask=None)[0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_sam_keeps_its_position_grid_fused_qkv_and_neck(caplog):
