@@ -112,9 +112,11 @@ def _rename(
         logger.info("%s: dropped %d keys (%s): %s", checkpoint, len(keys), reason, _listed(keys))
     converted = {}
     for source, target in key_map.items():
-        targets, parts = ((target,), (state_dict[source],)) if isinstance(target, str) else (
-            target, state_dict[source].chunk(len(target), dim=0))
-        converted.update({name: part for name, part in zip(targets, parts) if name is not None})
+        if isinstance(target, str):
+            converted[target] = state_dict[source]
+        else:
+            parts = state_dict[source].chunk(len(target), dim=0)
+            converted.update({name: part for name, part in zip(target, parts) if name is not None})
     return converted
 
 
