@@ -372,7 +372,7 @@ def _check_local_checkpoint(name: str, value: str) -> None:
     """A local encoder folder that is gone (a model trained from local folders, then moved) would otherwise surface
     as a Hub repo-id error about the path."""
     looks_local = os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1
-    if looks_local and not os.path.isdir(os.path.expanduser(value)):
+    if looks_local and not os.path.exists(os.path.expanduser(value)):
         raise FileNotFoundError(
             f"`config.{name}` names the local encoder folder {value}, which does not exist (moved or on another "
             f"machine?). Pass its new place or a Hub id: `from_pretrained(folder, {name}=...)`; or save the model "

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionModel, Dinov2Model, PreTrainedModel, SamVisionModel
 
+from .checkpoint_files import checkpoint_file, original_state_dict
 from .configuration_dofa import DOFAConfig
 from .configuration_eva02 import EVA02Config
 from .configuration_spectralmoe import SAM_VISION_MODEL_TYPE, SpectralMoEConfig
@@ -40,17 +41,16 @@ def encoder_config_for_bands(config: SpectralMoEConfig):
 
 
 def released_library_state_dict(model_class: type[PreTrainedModel], name_or_path: str) -> dict[str, torch.Tensor]:
-    """The released weights of a transformers-format checkpoint (Hub id or saved folder; a full `CLIPModel` or
-    `SamModel` checkpoint gives its vision part), by the library class itself.
+    """The released weights under `model_class`'s key names, at their released shapes.
 
-    Original checkpoint files (Meta's DINOv2 `.pth`, OpenAI's `ViT-L-14.pt`, SAM's `.pth`) need their keys converted
-    to transformers' names: that conversion is not available yet, so they are refused here.
+    A Hub repository id or a saved folder in transformers format is read by the library class itself (a full
+    `CLIPModel` or `SamModel` checkpoint gives its vision part). A publisher's original file (Meta's DINOv2 `.pth`,
+    OpenAI's CLIP re-saved as tensors, SAM's `.pth`), local or on the Hub as `"owner/repo/filename"`, is renamed by
+    the converter of its family (`encoder_key_maps`).
     """
-    if os.path.isfile(name_or_path):
-        raise ValueError(
-            f"{name_or_path} is a checkpoint file; {model_class.__name__} weights are read from a transformers-format "
-            "Hub id or folder (original checkpoint files need a key conversion that is not available yet)."
-        )
+    is_file = os.path.isfile(name_or_path) or (name_or_path.count("/") > 1 and not os.path.isdir(name_or_path))
+    if is_file:
+        return original_state_dict(model_class.config_class.model_type, checkpoint_file(name_or_path))
     return model_class.from_pretrained(name_or_path).state_dict()
 
 

@@ -19,6 +19,7 @@ from .conftest import (
     save_tiny_sam,
     tiny_config,
 )
+from .test_encoder_key_maps import FAMILIES as ORIGINAL_CHECKPOINTS
 
 
 FAMILIES = {"dinov2": save_tiny_dinov2, "clip": save_tiny_clip, "sam": save_tiny_sam, "eva02": save_tiny_eva02}
@@ -205,3 +206,19 @@ def test_depth_adapters_on_a_sam_wider_than_the_depth_encoder_are_refused(tmp_pa
         with pytest.raises(ValueError, match="hidden_size=64, 4 layers; depth has hidden_size=32.*SAM-H"):
             tiny_config(folders["sam"], folders["depth"], backbone_config=backbone_config, adapter_type=adapter_type)
     tiny_config(folders["sam"], folders["depth"], backbone_config=backbone_config, adapter_type="rein")
+
+
+@pytest.mark.parametrize("family", ORIGINAL_CHECKPOINTS)
+def test_original_checkpoint_files_load_through_their_key_converter(tmp_path, family):
+    """`backbone` naming a publisher's original file (synthetic, under Meta's, OpenAI's or SAM's names) fills the
+    encoder exactly as the converted tensors loaded into the transformers class."""
+    original, convert, tiny_model = ORIGINAL_CHECKPOINTS[family]
+    path = tmp_path / "original.pth"
+    torch.save(original(), path)
+    reference = tiny_model()
+    reference.load_state_dict(convert(original()))
+    model = frozen_model(str(path), backbone_config=reference.config, out_indices=None)
+    loaded = model.visual_encoder.model.state_dict()
+    assert loaded.keys() == reference.state_dict().keys()
+    for key, tensor in reference.state_dict().items():
+        torch.testing.assert_close(loaded[key], tensor, rtol=0, atol=0, msg=key)
