@@ -40,15 +40,20 @@ def real_data_dir(*parts: str) -> Path:
 TINY_LABELS = {0: "impervious", 1: "building", 2: "vegetation"}
 
 
+def save_random_model(path: Path, seed: int, model_class, config) -> str:
+    """`model_class(config)` with random weights drawn after `torch.manual_seed(seed)`, saved like a Hub checkpoint."""
+    torch.manual_seed(seed)
+    model_class(config).save_pretrained(path)
+    return str(path)
+
+
 def save_tiny_dinov3(path: Path, seed: int = 0) -> str:
     """A 4-layer DINOv3 (patch 16, cls + 4 registers, width 32) with random weights, saved like a Hub checkpoint."""
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
-    torch.manual_seed(seed)
     config = DINOv3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
                              patch_size=16, num_register_tokens=4, image_size=64)
-    DINOv3ViTModel(config).save_pretrained(path)
-    return str(path)
+    return save_random_model(path, seed, DINOv3ViTModel, config)
 
 
 def save_tiny_depth_model(path: Path, seed: int = 1) -> str:
@@ -68,22 +73,18 @@ def save_tiny_dofa(path: Path, seed: int = 2) -> str:
     """A 4-layer DOFA (patch 16, cls token, width 32) with random weights, saved with `save_pretrained`."""
     from modeling_spectralmoe import DOFAConfig, DOFAModel
 
-    torch.manual_seed(seed)
     config = DOFAConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, patch_size=16,
                         image_size=64, wavelength_embed_dim=32, num_weight_tokens=16, weight_generator_ffn_dim=64)
-    DOFAModel(config).save_pretrained(path)
-    return str(path)
+    return save_random_model(path, seed, DOFAModel, config)
 
 
 def save_tiny_dinov2(path: Path, seed: int = 3, patch_size: int = 16, image_size: int = 64) -> str:
     """A 4-layer DINOv2 (cls token, width 32) with random weights, saved like a Hub checkpoint."""
     from transformers import Dinov2Config, Dinov2Model
 
-    torch.manual_seed(seed)
     config = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2,
                           patch_size=patch_size, image_size=image_size, layerscale_value=0.5)
-    Dinov2Model(config).save_pretrained(path)
-    return str(path)
+    return save_random_model(path, seed, Dinov2Model, config)
 
 
 def save_tiny_clip(path: Path, seed: int = 4, patch_size: int = 16, image_size: int = 64) -> str:
@@ -104,11 +105,9 @@ def save_tiny_eva02(path: Path, seed: int = 6, patch_size: int = 16, image_size:
     """A 4-layer EVA02 (cls token, RoPE, SwiGLU, width 32) with random weights, saved with `save_pretrained`."""
     from modeling_spectralmoe import EVA02Config, EVA02Model
 
-    torch.manual_seed(seed)
     config = EVA02Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                          patch_size=patch_size, image_size=image_size, pretrain_grid_size=4)
-    EVA02Model(config).save_pretrained(path)
-    return str(path)
+    return save_random_model(path, seed, EVA02Model, config)
 
 
 def save_tiny_sam(path: Path, seed: int = 5, image_size: int = 64) -> str:
