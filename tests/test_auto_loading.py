@@ -19,6 +19,7 @@ from .conftest import (
     save_tiny_dinov2,
     save_tiny_dinov3,
     save_tiny_dofa,
+    save_tiny_eva02,
     save_tiny_sam,
     tiny_config,
 )
@@ -31,11 +32,12 @@ FAMILIES = {
     "dinov2": (save_tiny_dinov2, {}),
     "clip": (save_tiny_clip, {}),
     "sam": (save_tiny_sam, {}),
+    "eva02": (save_tiny_eva02, {}),
 }
 # Every adapter type on the first families; a token method and an in-layer method on the others (time budget).
 ADAPTERS_OF_FAMILY = {
     "dinov3": ADAPTER_TYPES, "dofa": ADAPTER_TYPES, "dinov2": ("spectralmoe", "lora"), "clip": ("depthforge", "vpt"),
-    "sam": ("spectralmoe", "adaptformer"),
+    "sam": ("spectralmoe", "adaptformer"), "eva02": ("rein", "dora"),
 }
 CASES = [(family, adapter_type) for family in FAMILIES for adapter_type in ADAPTERS_OF_FAMILY[family]]
 
