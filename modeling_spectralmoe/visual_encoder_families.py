@@ -3,9 +3,9 @@ through transformers, EVA02 through the package's own model; and the registry th
 `config.backbone_config`.
 
 Every family is built with the configured `patch_size`, `image_size` and `num_channels`. Released RGB weights of
-another patch size (DINOv2's and CLIP's 14; the DGSS code runs them at 16) or grid are fitted on loading: the patch
-kernel is widened to the bands (`patch_embed_expansion`) and resized bicubically, the position table is resized to the
-configured grid, as the DGSS converters do.
+another patch size (DINOv2's, CLIP's and EVA02's 14; the DGSS code runs them at 16) or grid are fitted on loading: the
+patch kernel is widened to the bands (`patch_embed_expansion`) and resized bicubically, the position table is resized
+to the configured grid, as the DGSS converters do.
 """
 
 import copy
@@ -20,7 +20,6 @@ from .checkpoint_files import checkpoint_file, original_state_dict
 from .configuration_dofa import DOFAConfig
 from .configuration_eva02 import EVA02Config
 from .configuration_spectralmoe import SAM_VISION_MODEL_TYPE, SpectralMoEConfig
-from .modeling_eva02 import EVA02Model, read_eva02_weights
 from .frozen_encoders import (
     DINOv3VisualEncoder,
     DOFAVisualEncoder,
@@ -31,6 +30,7 @@ from .frozen_encoders import (
     resize_cls_position_table,
     resize_position_grid,
 )
+from .modeling_eva02 import EVA02Model, read_eva02_weights
 
 
 def encoder_config_for_bands(config: SpectralMoEConfig):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, CLIPVisionModel, Dinov2Model, SamVisionModel
 
-from modeling_spectralmoe import EVA02Model, SpectralMoEForSemanticSegmentation
+from modeling_spectralmoe import EVA02Model, SpectralMoEConfig, SpectralMoEForSemanticSegmentation
 from modeling_spectralmoe.configuration_spectralmoe import ADAPTER_TYPES
 
 from .conftest import (
@@ -222,3 +222,26 @@ def test_original_checkpoint_files_load_through_their_key_converter(tmp_path, fa
     assert loaded.keys() == reference.state_dict().keys()
     for key, tensor in reference.state_dict().items():
         torch.testing.assert_close(loaded[key], tensor, rtol=0, atol=0, msg=key)
+
+
+# ../shared/specs/BASELINES.md section 8, SAM-H: token methods at the 4 global blocks, in-layer methods in all 32
+# layers; LoRA (fused qkv, r = 8) and AdaptFormer (b = 64) plus their learned 100 x 256 query table, FADA plus its
+# Haar filters (4 x 1280 x 2 x 2).
+SAM_H_ADAPTER_SIZES = {
+    "rein": 3_892_481, "set": 7_683_841, "fada": 2_424_321 + 20_480, "lora": 1_310_720 + 25_600,
+    "adaptformer": 5_285_888 + 25_600,
+}
+
+
+def test_sam_h_adapter_sizes_on_the_meta_device():
+    for adapter_type, size in SAM_H_ADAPTER_SIZES.items():
+        config = SpectralMoEConfig(backbone="facebook/sam-vit-huge", adapter_type=adapter_type, id2label={0: "a"},
+                                   band_names=["NIR", "R", "G", "B"])
+        with torch.device("meta"):
+            model = SpectralMoEForSemanticSegmentation(config)
+        injected = set(model.adapter.encoder_parameter_names())
+        adapter = sum(parameter.numel() for parameter in model.adapter.parameters())
+        adapter += sum(parameter.numel() for name, parameter in model.visual_encoder.model.named_parameters()
+                       if name in injected)
+        assert (adapter_type, adapter) == (adapter_type, size)
+        assert config.out_indices == [7, 15, 23, 31] and list(model.visual_encoder.adapter_sites) == [7, 15, 23, 31]
