@@ -3,6 +3,7 @@
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .configuration_dofa import DOFAConfig
 from .configuration_eva02 import EVA02Config
@@ -75,8 +76,11 @@ def rgb_band_indices(band_names: list[str] | None = None, wavelengths: list[floa
     return None
 
 
-# Encoders written in this package: their configs are not registered with `AutoConfig` when only this file is loaded.
-PACKAGE_ENCODER_CONFIGS = {DOFAConfig.model_type: DOFAConfig, EVA02Config.model_type: EVA02Config}
+# Encoders written in this package, registered with `AutoConfig` here unless their modeling file (which registers
+# the config with its model) ran first: their saved configs and folders then resolve by `model_type` without it.
+for _encoder_config in (DOFAConfig, EVA02Config):
+    if _encoder_config.model_type not in CONFIG_MAPPING:
+        AutoConfig.register(_encoder_config.model_type, _encoder_config)
 
 
 def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
@@ -86,8 +90,6 @@ def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
     value = dict(value)
     model_type = value.pop("model_type")
     value.pop("transformers_version", None)
-    if model_type in PACKAGE_ENCODER_CONFIGS:
-        return PACKAGE_ENCODER_CONFIGS[model_type](**value)
     return AutoConfig.for_model(model_type, **value)
 
 

@@ -1,6 +1,11 @@
 """DINOv2, CLIP, SAM and EVA02 as frozen visual encoders: layer-loop parity with the library models, the position and
 patch-kernel resizes against closed forms, and every adapter type on every family."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -245,3 +250,13 @@ def test_sam_h_adapter_sizes_on_the_meta_device():
                        if name in injected)
         assert (adapter_type, adapter) == (adapter_type, size)
         assert config.out_indices == [7, 15, 23, 31] and list(model.visual_encoder.adapter_sites) == [7, 15, 23, 31]
+
+
+def test_an_eva02_folder_resolves_before_the_eva02_model_file_is_imported(folders):
+    """A new process that imports only the configuration names an EVA02 folder as `backbone`."""
+    script = ("import sys; from modeling_spectralmoe import SpectralMoEConfig; "
+              f"config = SpectralMoEConfig(backbone={folders['eva02']!r}, adapter_type='rein'); "
+              "assert 'modeling_spectralmoe.modeling_eva02' not in sys.modules; print(config.backbone_config.model_type)")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                               cwd=Path(__file__).resolve().parents[1], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert completed.stdout.strip() == "eva02", completed.stderr[-2000:]
