@@ -256,7 +256,8 @@ def test_an_eva02_folder_resolves_before_the_eva02_model_file_is_imported(folder
     """A new process that imports only the configuration names an EVA02 folder as `backbone`."""
     script = ("import sys; from modeling_spectralmoe import SpectralMoEConfig; "
               f"config = SpectralMoEConfig(backbone={folders['eva02']!r}, adapter_type='rein'); "
-              "assert 'modeling_spectralmoe.modeling_eva02' not in sys.modules; print(config.backbone_config.model_type)")
+              "assert 'modeling_spectralmoe.modeling_eva02' not in sys.modules; "
+              "print(config.backbone_config.model_type)")
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                                cwd=Path(__file__).resolve().parents[1], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert completed.stdout.strip() == "eva02", completed.stderr[-2000:]
