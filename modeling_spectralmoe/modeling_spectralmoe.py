@@ -91,8 +91,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
     SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3, DOFA, DINOv2, CLIP, SAM or EVA02)
     whose patch tokens are adjusted after every layer (SAM: after its global-attention blocks) by a dual-gated
     mixture-of-experts adapter fed with the tokens of a frozen depth foundation model, followed by a Mask2Former
-    head. Only the adapter and the head are trained. With
-    `config.adapter_type` `"rein"`, `"depthforge"` or `"frozen"` the same pipeline trains the paper's baselines.
+    head. Only the adapter and the head are trained. With `config.adapter_type` `"rein"`, `"depthforge"` or
+    `"frozen"` the same pipeline trains the paper's baselines.
 
     `Model(config)` builds every part with random weights and never downloads; `load_pretrained_encoders()` fills the
     frozen encoders from `config.backbone` / `config.depth_backbone`; `from_pretrained` loads a trained adapter and
