@@ -116,6 +116,7 @@ def test_position_table_resample_and_rope_match_timms(timm):
     # The oracle size exercises antialias: without it the table differs.
     plain = resample_abs_pos_embed(table, new_size=grid, num_prefix_tokens=1, antialias=False)
     assert (ours - plain).abs().max() > 100 * ATOL
+    torch.testing.assert_close(resize_position_table(table, grid, "eva"), plain, rtol=0, atol=0)
 
     sin, cos = timm_model.rope.get_embed(shape=grid).chunk(2, dim=-1)
     our_cos, our_sin = our_eva02(timm_model, attention_inner_norm=False).rope(grid, torch.device("cpu"))
