@@ -40,6 +40,14 @@ class EVA02Config(PreTrainedConfig):
             `inner_attn_ln`, timm's `scale_attn_inner`). The MIM-pretrained checkpoints (`eva02_L_pt_m38m_p14to16.pt`,
             timm `eva02_large_patch14_224.mim_m38m`) have none: EVA's `subln` only splits q/k/v and adds the
             SwiGLU's inner LayerNorm there. The EVA02-CLIP towers have one.
+        position_interpolation (`str`, *optional*, defaults to `"timm"`):
+            How the position table is resampled to an input grid other than the stored one, at run time:
+            - `"timm"`: timm's `resample_abs_pos_embed` as its `Eva(dynamic_img_size=True)` runs it (bicubic with
+              antialias; PyTorch's antialiased bicubic uses the a = -0.5 cubic, so it differs from `"eva"` when
+              enlarging too);
+            - `"eva"`: EVA's `interpolate_pos_embed` (plain bicubic, a = -0.75), which Rein-family code runs once at
+              conversion time to its 32 x 32 grid (512-px crops, patch 16). With a stored 16 x 16 table and 512-px
+              inputs this reproduces that converted table exactly.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated-normal weight initialisation.
     """
@@ -58,6 +66,7 @@ class EVA02Config(PreTrainedConfig):
     rope_theta: float = 10000.0
     qkv_bias: bool = True
     attention_inner_norm: bool = False
+    position_interpolation: str = "timm"
     initializer_range: float = 0.02
 
 

@@ -12,9 +12,8 @@ Numerics follow timm's `Eva` with `dynamic_img_size=True` (the test oracle):
 
 - the position table is resampled to the input's grid with `F.interpolate(mode="bicubic", antialias=True,
   align_corners=False)` in float32, the cls row kept (timm `resample_abs_pos_embed` defaults); it is used as stored
-  when the grid is the stored one. DGSS code resizes the table once at conversion time (bicubic) and never at run
-  time: for an input whose grid is larger than the stored one (the usual case) the results coincide, since antialias
-  only acts when downsampling;
+  when the grid is the stored one. DGSS code instead resizes the table once at conversion time, plain bicubic, and
+  never at run time: `position_interpolation="eva"` reproduces that (see [`EVA02Config`]);
 - RoPE acts on patch tokens only; row `i` of an `h x w` grid sits at `i / h * pretrain_grid_size` (columns likewise),
   so any grid spans the pretraining range (EVA's `intp_freq`, timm's `ref_feat_shape`). Each head's first half
   rotates with the row coordinate, its second half with the column one, as interleaved pairs.
@@ -36,19 +35,22 @@ from .configuration_eva02 import EVA02Config
 
 # Tokens before the patch tokens: the cls token, which RoPE leaves as it is.
 NUM_PREFIX_TOKENS = 1
+# Run-time resampling of the position table: timm's (antialiased bicubic) or EVA's (plain bicubic).
+POSITION_INTERPOLATIONS = ("timm", "eva")
 # A timm Hub repository holds its weights under this name.
 TIMM_WEIGHTS_FILE = "model.safetensors"
 
 
-def resize_position_table(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """A `(1, 1 + M * M, D)` position table (cls row first) resampled to an `(h, w)` patch grid the way timm's
-    `resample_abs_pos_embed` does by default: bicubic, antialiased, `align_corners=False`, in float32. The table
-    itself when `grid == (M, M)`."""
+def resize_position_table(table: torch.Tensor, grid: tuple[int, int], method: str = "timm") -> torch.Tensor:
+    """A `(1, 1 + M * M, D)` position table (cls row first) resampled to an `(h, w)` patch grid, bicubic with
+    `align_corners=False` in float32: antialiased for `method="timm"` (timm's `resample_abs_pos_embed` defaults), plain
+    for `"eva"` (EVA's `interpolate_pos_embed`). The table itself when `grid == (M, M)`."""
     side = round((table.shape[1] - 1) ** 0.5)
     if tuple(grid) == (side, side):
         return table
     patches = table[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", antialias=True, align_corners=False)
+    antialias = method == "timm"
+    patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", antialias=antialias, align_corners=False)
     patches = patches.to(table.dtype).permute(0, 2, 3, 1).reshape(1, -1, table.shape[-1])
     return torch.cat([table[:, :1], patches], dim=1)
 
@@ -102,6 +104,7 @@ class EVA02Embeddings(nn.Module):
         self.cls_token = nn.Parameter(torch.empty(1, 1, config.hidden_size))
         stored_grid = config.image_size // config.patch_size
         self.position_embeddings = nn.Parameter(torch.empty(1, 1 + stored_grid**2, config.hidden_size))
+        self.position_interpolation = config.position_interpolation
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """
@@ -116,7 +119,7 @@ class EVA02Embeddings(nn.Module):
         grid = tuple(patches.shape[-2:])
         patches = patches.flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
-        return tokens + resize_position_table(self.position_embeddings, grid), grid
+        return tokens + resize_position_table(self.position_embeddings, grid, self.position_interpolation), grid
 
 
 class EVA02Attention(nn.Module):
@@ -209,6 +212,11 @@ class EVA02Model(EVA02PreTrainedModel):
             raise ValueError(
                 f"EVA02 needs a head width (hidden_size / num_attention_heads) that is a multiple of 4 for its 2-D "
                 f"RoPE, got hidden_size={config.hidden_size} and num_attention_heads={config.num_attention_heads}."
+            )
+        if config.position_interpolation not in POSITION_INTERPOLATIONS:
+            raise ValueError(
+                f"position_interpolation must be one of {POSITION_INTERPOLATIONS}, "
+                f"got {config.position_interpolation!r}."
             )
         self.patch_size = config.patch_size
         self.embeddings = EVA02Embeddings(config)

@@ -1,5 +1,7 @@
 """Shared test helpers: reference tensors and real data from ../shared (tests skip when it is absent)."""
 
+import importlib
+import os
 from pathlib import Path
 
 import pytest
@@ -199,3 +201,15 @@ def assert_only_adapter_and_head_train(model) -> None:
 
 # Session-scoped: the tiny dataset and one reference training run serve the tests of several files.
 from .training_fixtures import reference_run, tiny_dataset  # noqa: E402, F401
+
+
+def import_optional(module_name: str):
+    """An optional dependency: the module, or a skip when it does not import; under `CI` a failed import fails the
+    test instead, so CI cannot pass by skipping. (timm's import fails with a RuntimeError, not an ImportError, where
+    its torchvision does not match torch.)"""
+    try:
+        return importlib.import_module(module_name)
+    except (ImportError, RuntimeError) as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module_name} must import under CI: {error}")
+        pytest.skip(f"{module_name} does not import: {error}")

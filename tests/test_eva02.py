@@ -11,7 +11,8 @@ from transformers import AutoModel
 from modeling_spectralmoe import checkpoint_files
 from modeling_spectralmoe.configuration_eva02 import EVA02Config
 from modeling_spectralmoe.modeling_eva02 import (
-    EVA02Model, apply_rope, convert_eva02_state_dict, read_eva02_weights, rope_angles, rope_frequencies,
+    EVA02Model, apply_rope, convert_eva02_state_dict, read_eva02_weights, resize_position_table, rope_angles,
+    rope_frequencies,
 )
 
 
@@ -203,6 +204,25 @@ def test_position_table_is_used_as_stored_at_its_grid(tiny_model):
     assert grid == (4, 4)
     torch.testing.assert_close(tokens[:, 1:], patches + embeddings.position_embeddings[:, 1:])
     torch.testing.assert_close(tokens[:, :1], embeddings.cls_token + embeddings.position_embeddings[:, :1])
+
+
+def test_eva_position_interpolation_reproduces_the_dgss_converted_table():
+    """Rein's `convert_eva2_512x512.py` resizes the 16 x 16 table to 32 x 32 once (plain bicubic) and adds it as is;
+    `"eva"` gives that table at run time, timm's antialiased resample does not."""
+    config = tiny_config(position_interpolation="eva")
+    model = EVA02Model(config).eval()
+    table = model.embeddings.position_embeddings
+    pixel_values = random_like((1, 3, 128, 128), seed=7)  # grid 8 x 8 from a stored 4 x 4
+    converted = F.interpolate(table[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2), size=(8, 8), mode="bicubic",
+                              align_corners=False).permute(0, 2, 3, 1).reshape(1, 64, -1)
+    with torch.no_grad():
+        tokens, _ = model.embeddings(pixel_values)
+        patches = model.embeddings.patch_embeddings(pixel_values).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(tokens[:, 1:] - patches, converted)
+        timm_style = resize_position_table(table, (8, 8), "timm")
+    assert (timm_style[:, 1:] - converted).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="position_interpolation"):
+        EVA02Model(tiny_config(position_interpolation="bilinear"))
 
 
 def test_eva02_l_on_meta_is_its_published_size():
