@@ -148,9 +148,11 @@ class SpectralMoEConfig(PreTrainedConfig):
             code: bicubic with scale factor (grid + 0.1) / table side, no antialias) or `"transformers"` (bicubic
             resize straight to the grid, as `Dinov2Embeddings` does).
         backbone_position_interpolation (`str`, *optional*, defaults to `"library"`):
-            How a DINOv2 or CLIP visual encoder's position table meets an input grid other than its own:
-            `"library"` (transformers' own: bicubic resize to the grid) or `"dgss"` (the DGSS code bases': DINOv2's
-            bicubic with scale factor (grid + 0.1) / table side, CLIP's bilinear resize to the grid).
+            How a DINOv2, CLIP or EVA02 visual encoder's position table meets an input grid other than its own:
+            `"library"` (the model's own: transformers' bicubic resize to the grid; EVA02's configured
+            `position_interpolation`, timm's antialiased bicubic by default) or `"dgss"` (the DGSS code bases':
+            DINOv2's bicubic with scale factor (grid + 0.1) / table side, CLIP's bilinear resize to the grid, EVA's
+            plain bicubic).
         clip_class_embedding_twice (`bool`, *optional*, defaults to `False`):
             Add a CLIP encoder's class embedding to its cls token a second time, as the Rein-family CLIP code does
             (DenseCLIP heritage); the model itself adds it once.

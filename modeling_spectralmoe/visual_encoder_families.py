@@ -67,8 +67,12 @@ class LibraryVisualEncoder(FrozenVisualEncoder):
 
     def __init__(self, config: SpectralMoEConfig):
         super().__init__(config)
-        self.model = self.model_class(encoder_config_for_bands(config))
+        self.model = self.model_class(self.encoder_config(config))
         self.patch_size = config.backbone_config.patch_size
+
+    def encoder_config(self, config: SpectralMoEConfig):
+        """The config the model is built with: `backbone_config` for the configured bands."""
+        return encoder_config_for_bands(config)
 
     def read_released_weights(self, name_or_path: str) -> dict[str, torch.Tensor]:
         """The released weights under `model_class`'s names, at their released shapes."""
@@ -241,8 +245,8 @@ class EVA02VisualEncoder(LibraryVisualEncoder):
     Released weights are read by `read_eva02_weights` (a saved folder, timm's names or EVA's original names). Loading
     resizes the patch kernel to the configured patch size (bicubic; EVA's `p14to16` file is already at 16) and the
     position table to the configured grid (bicubic, no antialias), as Rein's `convert_eva2_512x512.py` does. At other
-    input grids the model resamples the table itself (timm's bicubic with antialias, which equals the DGSS
-    converter's resize when upsampling); `backbone_position_interpolation` does not apply. VPT is refused: the
+    input grids the model resamples the table itself by its `position_interpolation`: `"library"` keeps the
+    configured one (timm's antialiased bicubic by default), `"dgss"` sets EVA's plain bicubic. VPT is refused: the
     attention rotates every token after the cls token as a patch, so prompt tokens would misalign its RoPE tables.
     """
 
@@ -260,6 +264,12 @@ class EVA02VisualEncoder(LibraryVisualEncoder):
 
     def mlp_branch(self, index: int) -> tuple[nn.Module, nn.Module]:
         return self.layers[index].norm2, self.layers[index].mlp
+
+    def encoder_config(self, config: SpectralMoEConfig):
+        encoder_config = super().encoder_config(config)
+        if config.backbone_position_interpolation == "dgss":
+            encoder_config.position_interpolation = "eva"
+        return encoder_config
 
     def read_released_weights(self, name_or_path: str) -> dict[str, torch.Tensor]:
         return read_eva02_weights(name_or_path)

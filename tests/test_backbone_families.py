@@ -112,6 +112,19 @@ def test_clip_position_interpolation_and_class_embedding_switches(folders, inter
     torch.testing.assert_close(zero_input_tokens(model), expected)
 
 
+@pytest.mark.parametrize("interpolation, antialias", [("library", True), ("dgss", False)])
+def test_eva02_position_interpolation_switch(folders, interpolation, antialias):
+    """EVA02's own run-time resize: timm's antialiased bicubic by default, EVA's plain bicubic for the DGSS form."""
+    model = frozen_model(folders["eva02"], backbone_position_interpolation=interpolation)
+    embeddings = model.visual_encoder.model.embeddings
+    table = embeddings.position_embeddings
+    with torch.no_grad():
+        patches = F.interpolate(grid_of(table[:, 1:], 4), size=(3, 5), mode="bicubic", antialias=antialias,
+                                align_corners=False).flatten(2).transpose(1, 2) + embeddings.patch_embeddings.bias
+        expected = torch.cat([embeddings.cls_token + table[:, :1], patches], dim=1)
+    torch.testing.assert_close(zero_input_tokens(model), expected)
+
+
 def test_sam_position_grid_is_resized_bicubically_at_other_sizes(folders):
     model = frozen_model(folders["sam"])
     encoder = model.visual_encoder.model.vision_encoder
