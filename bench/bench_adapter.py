@@ -16,7 +16,7 @@ from transformers import DINOv3ViTConfig, Dinov2Config
 
 from modeling_spectralmoe import SpectralMoEConfig
 from modeling_spectralmoe.configuration_spectralmoe import ADAPTER_TYPES
-from modeling_spectralmoe.frozen_encoders import build_visual_encoder
+from modeling_spectralmoe.visual_encoder_families import build_visual_encoder
 from modeling_spectralmoe.modeling_spectralmoe import ADAPTERS
 
 IN_LAYER = ("lora", "dora", "adaptformer", "vpt")

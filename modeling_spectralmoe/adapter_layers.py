@@ -57,7 +57,7 @@ def rein_family_sizes(config) -> dict:
     """The constructor arguments SET and FADA take from a `SpectralMoEConfig` (Rein-family token methods)."""
     backbone = config.backbone_config
     return dict(
-        num_layers=backbone.num_hidden_layers, hidden_size=backbone.hidden_size, num_tokens=config.num_expert_tokens,
+        num_layers=config.num_adapted_layers, hidden_size=backbone.hidden_size, num_tokens=config.num_expert_tokens,
         token_rank=config.expert_rank, query_dim=config.decoder_hidden_dim, patch_size=backbone.patch_size,
         scale_init=config.adapter_scale_init,
     )

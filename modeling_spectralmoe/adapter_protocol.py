@@ -2,7 +2,8 @@
 
 The host encoder owns its prefix tokens (cls, registers): an adapter sees and returns patch tokens only, so methods
 need no knowledge of how many prefix tokens a backbone has. The host declares which of its layers carry an adapter
-and which depth layer feeds each (see `FrozenVisualEncoder.adapter_sites`).
+and which depth layer feeds each (see `FrozenVisualEncoder.adapter_sites`); an adapter's layer index counts the
+adapted layers only (every layer of a plain ViT; SAM's global blocks 7, 15, 23, 31 are adapter layers 0-3).
 """
 
 from dataclasses import dataclass
@@ -38,9 +39,9 @@ class TokenAdapter(nn.Module):
     Base of the adaptation methods. A method implements
 
     - `forward(hidden_states, layer_idx, depth_hidden_states=None, *, grid_size, output_router_probs=False)
-      -> AdapterOutput`: called after host layer `layer_idx` with its patch tokens `(B, N, D)` (row-major over
-      `grid_size = (h, w)`) and, for methods that use depth, the depth encoder's patch tokens `(B, N, D)` at the same
-      positions;
+      -> AdapterOutput`: called after the `layer_idx`-th adapted host layer with its patch tokens `(B, N, D)`
+      (row-major over `grid_size = (h, w)`) and, for methods that use depth, the depth encoder's patch tokens
+      `(B, N, D)` at the same positions;
     - `query_embeddings() -> (num_queries, query_dim)`: the decoder's query position embedding;
     - `no_weight_decay() -> set[str]`: names (relative to the adapter) of parameters trained without weight decay.
 

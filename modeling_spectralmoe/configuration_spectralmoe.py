@@ -3,8 +3,10 @@
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .configuration_dofa import DOFAConfig
+from .configuration_eva02 import EVA02Config
 from .encoder_checkpoints import known_encoder_config
 
 
@@ -14,6 +16,7 @@ PERCEPTUAL_MAPS = ("dot_product", "official_sum_product")
 FUSIONS = ("cross_attention", "official_diagonal", "add", "none")
 GRID_ALIGNMENTS = ("resample_patch_embed", "resize_input")
 POSITION_INTERPOLATIONS = ("dinov2", "transformers")
+BACKBONE_POSITION_INTERPOLATIONS = ("library", "dgss")
 PATCH_EMBED_EXPANSIONS = ("cyclic", "mean")
 DEFAULT_NUM_QUERIES = 100  # Mask2Former's query count, and hence the expert tokens per expert
 
@@ -23,6 +26,31 @@ def default_out_indices(num_layers: int) -> list[int]:
     12 (the authors' configs). Shallow test encoders may repeat a layer."""
     ends = (num_layers // 3 - 1, num_layers // 2 - 1, 2 * num_layers // 3 - 1, num_layers - 1)
     return [max(0, index) for index in ends]
+
+
+# SAM's image encoder (model type of transformers' `SamVisionConfig`): windowed attention with a few global blocks.
+SAM_VISION_MODEL_TYPE = "sam_vision_model"
+
+
+def adapted_layers(backbone_config: PreTrainedConfig) -> list[int]:
+    """The visual layers after which a token adapter runs: SAM's global-attention blocks only (Rein's SAM wiring; its
+    windowed blocks attend within 14 x 14 windows), every layer of the other families."""
+    if backbone_config.model_type == SAM_VISION_MODEL_TYPE:
+        return sorted(backbone_config.global_attn_indexes)
+    return list(range(backbone_config.num_hidden_layers))
+
+
+def paired_depth_layer(visual_layer: int, num_visual_layers: int, num_depth_layers: int) -> int:
+    """The depth layer at the same relative depth as a visual layer: itself for equal depths, and 5, 11, 17, 23 of a
+    24-layer depth encoder for SAM-H's global blocks 7, 15, 23, 31."""
+    return round((visual_layer + 1) * num_depth_layers / num_visual_layers) - 1
+
+
+def default_backbone_out_indices(backbone_config: PreTrainedConfig) -> list[int]:
+    """SAM's four global blocks (7, 15, 23, 31 for SAM-H), else `default_out_indices`."""
+    if backbone_config.model_type == SAM_VISION_MODEL_TYPE and len(backbone_config.global_attn_indexes) == 4:
+        return sorted(backbone_config.global_attn_indexes)
+    return default_out_indices(backbone_config.num_hidden_layers)
 
 
 # What the depth model's R, G, B inputs stand for: band names, and the centres (micrometres) of the visible bands.
@@ -48,6 +76,13 @@ def rgb_band_indices(band_names: list[str] | None = None, wavelengths: list[floa
     return None
 
 
+# Encoders written in this package, registered with `AutoConfig` here unless their modeling file (which registers
+# the config with its model) ran first: their saved configs and folders then resolve by `model_type` without it.
+for _encoder_config in (DOFAConfig, EVA02Config):
+    if _encoder_config.model_type not in CONFIG_MAPPING:
+        AutoConfig.register(_encoder_config.model_type, _encoder_config)
+
+
 def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
     """Turns a serialized sub-config (dict with `model_type`) back into its config class."""
     if value is None or isinstance(value, PreTrainedConfig):
@@ -55,26 +90,37 @@ def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
     value = dict(value)
     model_type = value.pop("model_type")
     value.pop("transformers_version", None)
-    if model_type == DOFAConfig.model_type:
-        return DOFAConfig(**value)
     return AutoConfig.for_model(model_type, **value)
+
+
+def _image_encoder_config(config: PreTrainedConfig | None) -> PreTrainedConfig | None:
+    """The image encoder's part of a full CLIP or SAM checkpoint's config (its `vision_config`); other configs as
+    they are."""
+    return getattr(config, "vision_config", None) or config
 
 
 class SpectralMoEConfig(PreTrainedConfig):
     r"""
     Configuration of [`SpectralMoEForSemanticSegmentation`] (Chen et al., CVPR 2026). Only the adapter and the
-    Mask2Former head are trained; the visual foundation model (DINOv3 or DOFA) and the depth foundation model (the
-    DINOv2 encoder of Prompt Depth Anything) stay frozen. Building a model from this config never downloads: the
-    encoders' architectures come from `backbone_config` / `depth_backbone_config`, from a local folder named by
-    `backbone` / `depth_backbone`, or from the package's table of known checkpoints.
+    Mask2Former head are trained; the visual foundation model (DINOv3, DOFA, DINOv2, CLIP, SAM or EVA02) and the
+    depth foundation model (the DINOv2 encoder of Prompt Depth Anything) stay frozen. Building a model from this
+    config never downloads: the encoders' architectures come from `backbone_config` / `depth_backbone_config`, from a
+    local folder named by `backbone` / `depth_backbone`, or from the package's table of known checkpoints.
 
     Args:
         backbone (`str`, *optional*, defaults to `"facebook/dinov3-vitl16-pretrain-lvd1689m"`):
-            Hub id or local path of the frozen visual encoder (DINOv3 or DOFA), loaded by
-            `load_pretrained_encoders()`.
+            Hub id or local path of the frozen visual encoder, loaded by `load_pretrained_encoders()`: a DINOv3, DOFA,
+            DINOv2 (`Dinov2Model`), CLIP (a `CLIPModel` or `CLIPVisionModel` checkpoint; its vision tower is used),
+            SAM (a `SamModel` or `SamVisionModel` checkpoint; its image encoder is used) or EVA02 (timm's or EVA's
+            weights, see `read_eva02_weights`) checkpoint.
         backbone_config (`PreTrainedConfig` or `dict`, *optional*):
-            Architecture of the visual encoder (`DINOv3ViTConfig` or `DOFAConfig`). Resolved from `backbone` when
-            not given.
+            Architecture of the visual encoder: `DINOv3ViTConfig`, `DOFAConfig`, `Dinov2Config`, `CLIPVisionConfig`,
+            `SamVisionConfig` or `EVA02Config` (a dict needs its `model_type`; a full `CLIPConfig` / `SamConfig`
+            gives its `vision_config`). Resolved from `backbone` when not given. The model is built with this
+            config's `patch_size` and `image_size`: released weights of another patch size (DINOv2's, CLIP's and
+            EVA02's 14) have their patch kernel resized bicubically and their position table resized to the
+            configured grid on loading (see each family's wrapper in `visual_encoder_families.py`). SAM adapters
+            run after its global-attention blocks only, and its default `out_indices` are those blocks.
         depth_backbone (`str`, *optional*, defaults to `"depth-anything/prompt-depth-anything-vitl-hf"`):
             Hub id or local path of a Prompt Depth Anything / Depth Anything checkpoint whose DINOv2 encoder supplies
             the depth tokens. `None` when no depth encoder is used (`fusion="none"`, or `adapter_type="rein"`).
@@ -101,6 +147,15 @@ class SpectralMoEConfig(PreTrainedConfig):
             How the depth encoder's position table meets another patch grid: `"dinov2"` (DINOv2's and the authors'
             code: bicubic with scale factor (grid + 0.1) / table side, no antialias) or `"transformers"` (bicubic
             resize straight to the grid, as `Dinov2Embeddings` does).
+        backbone_position_interpolation (`str`, *optional*, defaults to `"library"`):
+            How a DINOv2, CLIP or EVA02 visual encoder's position table meets an input grid other than its own:
+            `"library"` (the model's own: transformers' bicubic resize to the grid; EVA02's configured
+            `position_interpolation`, timm's antialiased bicubic by default) or `"dgss"` (the DGSS code bases':
+            DINOv2's bicubic with scale factor (grid + 0.1) / table side, CLIP's bilinear resize to the grid, EVA's
+            plain bicubic).
+        clip_class_embedding_twice (`bool`, *optional*, defaults to `False`):
+            Add a CLIP encoder's class embedding to its cls token a second time, as the Rein-family CLIP code does
+            (DenseCLIP heritage); the model itself adds it once.
         adapter_type (`str`, *optional*, defaults to `"spectralmoe"`):
             The plug-in after every frozen layer: `"spectralmoe"` (the dual-gated MoE), or the paper's comparison
             methods `"rein"` (one low-rank token bank per layer, no depth), `"depthforge"` (Rein whose token scores
@@ -209,6 +264,8 @@ class SpectralMoEConfig(PreTrainedConfig):
     patch_embed_expansion: str = "cyclic"
     depth_grid_alignment: str = "resample_patch_embed"
     depth_position_interpolation: str = "dinov2"
+    backbone_position_interpolation: str = "library"
+    clip_class_embedding_twice: bool = False
     out_indices: list[int] | None = None
     adapter_type: str = "spectralmoe"
     num_experts: int = 6
@@ -269,10 +326,11 @@ class SpectralMoEConfig(PreTrainedConfig):
         self.depth_backbone_config = _as_encoder_config(self.depth_backbone_config)
         if self.backbone_config is None and self.backbone is not None:
             self.backbone_config = known_encoder_config(self.backbone, role="visual")
+        self.backbone_config = _image_encoder_config(self.backbone_config)
         if self.depth_backbone_config is None and self.depth_backbone is not None:
             self.depth_backbone_config = known_encoder_config(self.depth_backbone, role="depth")
         if self.out_indices is None and self.backbone_config is not None:
-            self.out_indices = default_out_indices(self.backbone_config.num_hidden_layers)
+            self.out_indices = default_backbone_out_indices(self.backbone_config)
         self.validate()
 
     @property
@@ -281,6 +339,11 @@ class SpectralMoEConfig(PreTrainedConfig):
         if self.adapter_type == "spectralmoe":
             return self.fusion != "none"
         return self.adapter_type == "depthforge"
+
+    @property
+    def num_adapted_layers(self) -> int:
+        """How many visual layers carry a token adapter (see `adapted_layers`): what token methods size by."""
+        return len(adapted_layers(self.backbone_config))
 
     @property
     def uses_dofa(self) -> bool:
@@ -296,6 +359,7 @@ class SpectralMoEConfig(PreTrainedConfig):
             ("fusion", FUSIONS),
             ("depth_grid_alignment", GRID_ALIGNMENTS),
             ("depth_position_interpolation", POSITION_INTERPOLATIONS),
+            ("backbone_position_interpolation", BACKBONE_POSITION_INTERPOLATIONS),
             ("patch_embed_expansion", PATCH_EMBED_EXPANSIONS),
         ):
             if getattr(self, name) not in allowed:
@@ -339,15 +403,23 @@ class SpectralMoEConfig(PreTrainedConfig):
         self._validate_encoder_pair()
 
     def _validate_encoder_pair(self) -> None:
+        """Depth tokens enter the visual adapter's experts, so both widths must match. A family adapted after every
+        layer pairs its layers 1:1 with the depth layers; SAM pairs its global blocks with the depth layers at the
+        same relative depth (`paired_depth_layer`), so only its width must match."""
         visual, depth = self.backbone_config, self.depth_backbone_config
         if not self.uses_depth or visual is None or depth is None:
             return
-        if (visual.hidden_size, visual.num_hidden_layers) != (depth.hidden_size, depth.num_hidden_layers):
+        compared = ("hidden_size", "num_hidden_layers")
+        if visual.model_type == SAM_VISION_MODEL_TYPE:
+            compared = ("hidden_size",)
+        if any(getattr(visual, name) != getattr(depth, name) for name in compared):
             raise ValueError(
-                "The depth encoder must match the visual encoder's width and depth (the experts are shared by both "
-                f"modalities): visual has hidden_size={visual.hidden_size}, {visual.num_hidden_layers} layers; "
+                f"The depth encoder must match the visual encoder's {' and '.join(compared)} (the experts are shared "
+                f"by both modalities): visual has hidden_size={visual.hidden_size}, {visual.num_hidden_layers} layers; "
                 f"depth has hidden_size={depth.hidden_size}, {depth.num_hidden_layers} layers. Pair a ViT-L visual "
-                "encoder with PromptDA-L or Depth-Anything-V2-Large."
+                "encoder with PromptDA-L or Depth-Anything-V2-Large. No depth encoder has SAM-H's width (1280): on "
+                "SAM-H use a depth-free adapter (rein, set, fada, lora, dora, adaptformer, frozen) or "
+                "`fusion=\"none\"`."
             )
 
 

@@ -3,7 +3,7 @@
 import json
 import os
 
-from transformers import AutoConfig, DINOv3ViTConfig, Dinov2Config, PreTrainedConfig
+from transformers import AutoConfig, CLIPVisionConfig, DINOv3ViTConfig, Dinov2Config, PreTrainedConfig, SamVisionConfig
 
 from .configuration_dofa import DOFAConfig
 
@@ -25,6 +25,7 @@ def _dinov3(hidden_size: int, num_layers: int, num_heads: int) -> DINOv3ViTConfi
 
 
 def _dinov2_large() -> Dinov2Config:
+    """DINOv2 ViT-L/14 without registers (`facebook/dinov2-large`, and the encoder inside the depth models)."""
     return Dinov2Config(
         hidden_size=1024,
         num_hidden_layers=24,
@@ -33,6 +34,24 @@ def _dinov2_large() -> Dinov2Config:
         patch_size=14,
         image_size=518,
         layerscale_value=1.0,
+    )
+
+
+def _clip_vision_large() -> CLIPVisionConfig:
+    """The image tower of `openai/clip-vit-large-patch14` (OpenAI's ViT-L/14 at 224 px)."""
+    return CLIPVisionConfig(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, projection_dim=768,
+        image_size=224, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    )
+
+
+def _sam_vision_huge() -> SamVisionConfig:
+    """The image encoder of `facebook/sam-vit-huge` (SAM ViT-H at 1024 px): windowed attention (14 x 14) except the
+    four global blocks, decomposed relative positions, and the neck to 256 channels."""
+    return SamVisionConfig(
+        hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, mlp_dim=5120, image_size=1024, patch_size=16,
+        window_size=14, global_attn_indexes=[7, 15, 23, 31], use_abs_pos=True, use_rel_pos=True, output_channels=256,
+        layer_norm_eps=1e-6,
     )
 
 
@@ -45,12 +64,16 @@ def _dofa(hidden_size: int, num_layers: int, num_heads: int) -> DOFAConfig:
     )
 
 
-# Visual encoders: DINOv3 (transformers format) and DOFA (official `.pth` files inside the `earthflow/DOFA` repo,
+# Visual encoders: DINOv3, DINOv2, CLIP and SAM (transformers format; the published architectures, which the paper's
+# presets override to 512-px crops and 16-px patches) and DOFA (official `.pth` files inside the `earthflow/DOFA` repo,
 # named as "repo/filename").
 VISUAL_ENCODERS = {
     "facebook/dinov3-vits16-pretrain-lvd1689m": lambda: _dinov3(384, 12, 6),
     "facebook/dinov3-vitb16-pretrain-lvd1689m": lambda: _dinov3(768, 12, 12),
     "facebook/dinov3-vitl16-pretrain-lvd1689m": lambda: _dinov3(1024, 24, 16),
+    "facebook/dinov2-large": _dinov2_large,
+    "openai/clip-vit-large-patch14": _clip_vision_large,
+    "facebook/sam-vit-huge": _sam_vision_huge,
     "earthflow/DOFA/DOFA_ViT_base_e100.pth": lambda: _dofa(768, 12, 12),
     "earthflow/DOFA/DOFA_ViT_large_e100.pth": lambda: _dofa(1024, 24, 16),
 }
@@ -70,6 +93,10 @@ def _config_from_folder(path: str, role: str) -> PreTrainedConfig:
     config = AutoConfig.from_pretrained(path)
     if role == "depth" and getattr(config, "backbone_config", None) is not None:
         return config.backbone_config
+    # A saved CLIPModel or SamModel: the visual encoder is its image tower, which CLIPVisionModel / SamVisionModel
+    # load from the same folder.
+    if role == "visual" and getattr(config, "vision_config", None) is not None:
+        return config.vision_config
     return config
 
 
@@ -78,7 +105,8 @@ def known_encoder_config(name_or_path: str, role: str) -> PreTrainedConfig:
 
     Args:
         name_or_path: a local folder with a `config.json`, or a Hub id from `VISUAL_ENCODERS` / `DEPTH_ENCODERS`.
-        role: `"visual"` or `"depth"`; for depth-estimation checkpoints the DINOv2 backbone's config is returned.
+        role: `"visual"` or `"depth"`; for depth-estimation checkpoints the DINOv2 backbone's config is returned, for
+            a visual folder of a two-tower model (CLIP, SAM) its `vision_config`.
     """
     if os.path.isfile(os.path.join(name_or_path, "config.json")):
         return _config_from_folder(name_or_path, role)

@@ -10,8 +10,7 @@ from transformers import initialization as init
 from transformers import AutoModelForDepthEstimation, DINOv3ViTModel, Dinov2Model
 from transformers.models.dinov3_vit.modeling_dinov3_vit import get_patches_center_coordinates
 
-from .configuration_dofa import DOFAConfig
-from .configuration_spectralmoe import SpectralMoEConfig
+from .configuration_spectralmoe import SpectralMoEConfig, adapted_layers, paired_depth_layer
 from .modeling_dofa import DOFAModel, read_dofa_weights
 
 
@@ -52,17 +51,44 @@ def resample_patch_kernel(kernel: torch.Tensor, patch_size: int) -> torch.Tensor
     )
 
 
+def fit_patch_kernel(kernel: torch.Tensor, config: SpectralMoEConfig, patch_size: int) -> torch.Tensor:
+    """A released RGB patch kernel widened to the configured bands (`patch_embed_expansion`) and resized to the
+    encoder's patch size (both linear per band, so their order does not matter)."""
+    if kernel.shape[1] != config.num_channels:
+        kernel = expand_patch_kernel(kernel, config.num_channels, config.patch_embed_expansion)
+    if kernel.shape[-1] != patch_size:
+        kernel = resample_patch_kernel(kernel, patch_size)
+    return kernel
+
+
+def resize_position_grid(grid_table: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """A (1, H, W, D) position grid resized to (1, h, w, D): `mode` `"bicubic"` or `"bilinear"`, `align_corners=False`,
+    no antialias, computed in float32 (the converters' and the libraries' resize)."""
+    resized = F.interpolate(grid_table.permute(0, 3, 1, 2).float(), size=tuple(size), mode=mode, align_corners=False)
+    return resized.to(grid_table.dtype).permute(0, 2, 3, 1)
+
+
+def resize_cls_position_table(table: torch.Tensor, grid: tuple[int, int], mode: str) -> torch.Tensor:
+    """A (1, 1 + M*M, D) position table (cls entry first, kept) with its patch part resized to a (h, w) grid."""
+    side = round((table.shape[1] - 1) ** 0.5)
+    patches = resize_position_grid(table[:, 1:].reshape(1, side, side, -1), grid, mode)
+    return torch.cat([table[:, :1], patches.reshape(1, -1, table.shape[-1])], dim=1)
+
+
 class FrozenVisualEncoder(nn.Module):
     """A frozen visual foundation model run one layer at a time; one subclass per encoder family.
 
     `embed` gives the token sequence (prefix tokens first) and the extra arguments every layer needs (DINOv3's RoPE
     angles); `run_layer` applies one block. Subclasses set `model`, `layers`, `num_prefix_tokens` and `patch_size`.
-    The host owns its prefix tokens: adapters see patch tokens only. `adapter_sites` maps each layer that carries an
-    adapter to the depth layer feeding it (every layer, the same index, for a plain ViT).
+    The host owns its prefix tokens: adapters see patch tokens only (`patch_tokens` / `with_patch_tokens`).
+    `adapter_sites` maps each layer that carries an adapter to the depth layer feeding it (every layer, the same
+    index, for a plain ViT).
     """
 
     # Whether the patch embedding is generated from the bands' wavelengths, so any band set can be fed per call.
     wavelength_conditioned = False
+    # Why extra tokens (VPT's prompts) cannot join the layers' token sequence; `None` when they can.
+    extra_tokens_refusal: str | None = None
     # The attention projections that LoRA-family methods adapt by default (q and v, or the fused qkv).
     lora_target_modules: tuple[str, ...] = ()
 
@@ -72,7 +98,23 @@ class FrozenVisualEncoder(nn.Module):
 
     @property
     def adapter_sites(self) -> dict[int, int]:
-        return {index: index for index in range(len(self.layers))}
+        """Adapted visual layer -> depth layer, in layer order; an adapter's own layer index is the position here."""
+        visual_config, depth_config = self.config.backbone_config, self.config.depth_backbone_config
+        layers = adapted_layers(visual_config)
+        if depth_config is None:
+            return {index: index for index in layers}
+        return {
+            index: paired_depth_layer(index, visual_config.num_hidden_layers, depth_config.num_hidden_layers)
+            for index in layers
+        }
+
+    def patch_tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The patch tokens (B, N, D) of a layer's output (row-major over the patch grid), prefix tokens removed."""
+        return hidden_states[:, self.num_prefix_tokens:]
+
+    def with_patch_tokens(self, hidden_states: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
+        """A layer's output with its patch tokens replaced by (B, N, D) `patch_tokens`."""
+        return torch.cat([hidden_states[:, :self.num_prefix_tokens], patch_tokens], dim=1)
 
     def run_layer(self, index: int, hidden_states: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         return self.layers[index](hidden_states, **layer_kwargs)
@@ -145,10 +187,7 @@ class DINOv3VisualEncoder(FrozenVisualEncoder):
         """The released weights, the RGB patch kernel widened to the input's bands."""
         state_dict = DINOv3ViTModel.from_pretrained(name_or_path).state_dict()
         key = "embeddings.patch_embeddings.weight"
-        if state_dict[key].shape[1] != self.config.num_channels:
-            state_dict[key] = expand_patch_kernel(
-                state_dict[key], self.config.num_channels, self.config.patch_embed_expansion
-            )
+        state_dict[key] = fit_patch_kernel(state_dict[key], self.config, self.patch_size)
         return state_dict
 
     def load_pretrained(self, name_or_path: str, injected: set[str] = frozenset()) -> None:
@@ -185,22 +224,6 @@ class DOFAVisualEncoder(FrozenVisualEncoder):
         return read_dofa_weights(name_or_path)
 
 
-# Chosen by `model_type`, not by config class: a model loaded as remote code imports the config and the model from
-# two module copies, so the config's class is not the class this file imports.
-VISUAL_ENCODER_FAMILIES = {"dinov3_vit": DINOv3VisualEncoder, DOFAConfig.model_type: DOFAVisualEncoder}
-
-
-def build_visual_encoder(config: SpectralMoEConfig) -> FrozenVisualEncoder:
-    """The wrapper of `config.backbone_config`'s encoder family."""
-    model_type = config.backbone_config.model_type
-    if model_type not in VISUAL_ENCODER_FAMILIES:
-        raise ValueError(
-            f"Visual encoders of type {model_type!r} are not supported; expected one of "
-            f"{sorted(VISUAL_ENCODER_FAMILIES)}."
-        )
-    return VISUAL_ENCODER_FAMILIES[model_type](config)
-
-
 # DINOv2 interpolates its position table with `scale_factor = (grid + offset) / sqrt(N)` (the offset avoids floating
 # point errors in the output size); this also moves the sampling positions, so it differs from resizing to `grid`.
 DINOV2_INTERPOLATE_OFFSET = 0.1
@@ -216,14 +239,23 @@ def interpolate_dinov2_positions(table: torch.Tensor, grid: tuple[int, int], met
     side = round((table.shape[1] - 1) ** 0.5)
     if tuple(grid) == (side, side):
         return table
+    if method != "dinov2":
+        return resize_cls_position_table(table, grid, "bicubic")
     patches = table[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    if method == "dinov2":
-        scale = tuple((size + DINOV2_INTERPOLATE_OFFSET) / side for size in grid)
-        patches = F.interpolate(patches, scale_factor=scale, mode="bicubic", antialias=False)
-    else:
-        patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
+    scale = tuple((size + DINOV2_INTERPOLATE_OFFSET) / side for size in grid)
+    patches = F.interpolate(patches, scale_factor=scale, mode="bicubic", antialias=False)
     patches = patches.to(table.dtype).permute(0, 2, 3, 1).reshape(1, -1, table.shape[-1])
     return torch.cat([table[:, :1], patches], dim=1)
+
+
+def dinov2_tokens(embeddings: nn.Module, pixel_values: torch.Tensor, method: str) -> torch.Tensor:
+    """cls + patch tokens (B, 1 + N, D) of transformers' `Dinov2Embeddings`, its position table interpolated to the
+    input's grid by `interpolate_dinov2_positions(method)`."""
+    patch_embeddings = embeddings.patch_embeddings
+    patches = patch_embeddings(pixel_values.to(patch_embeddings.projection.weight.dtype))
+    tokens = torch.cat([embeddings.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
+    grid = [size // patch_embeddings.patch_size[0] for size in pixel_values.shape[-2:]]
+    return tokens + interpolate_dinov2_positions(embeddings.position_embeddings, grid, method)
 
 
 class FrozenDepthEncoder(nn.Module):
@@ -266,11 +298,7 @@ class FrozenDepthEncoder(nn.Module):
 
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
         """cls + patch tokens (B, 1 + N, D) with the position table interpolated to the input's grid."""
-        embeddings = self.model.embeddings
-        patches = embeddings.patch_embeddings(rgb.to(embeddings.patch_embeddings.projection.weight.dtype))
-        tokens = torch.cat([embeddings.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
-        grid = [size // embeddings.patch_embeddings.patch_size[0] for size in rgb.shape[-2:]]
-        return tokens + interpolate_dinov2_positions(embeddings.position_embeddings, grid, self.position_interpolation)
+        return dinov2_tokens(self.model.embeddings, rgb, self.position_interpolation)
 
     def load_pretrained(self, name_or_path: str) -> None:
         """Loads the DINOv2 backbone of a depth-estimation checkpoint; the depth head is discarded."""

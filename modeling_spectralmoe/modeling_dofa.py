@@ -5,13 +5,10 @@ band's slice of the patch kernel, so the encoder accepts any number and order of
 with its wavelength in micrometres.
 """
 
-import json
 import os
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import hf_hub_download
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
@@ -19,7 +16,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_dofa import DOFAConfig
-from .checkpoint_files import read_state_dict_file
+from .checkpoint_files import checkpoint_file, read_saved_folder, read_state_dict_file
 
 
 # The authors' kernel and bias come out of the generator x0.01 so the initial patch embedding stays small.
@@ -430,19 +427,6 @@ def convert_official_dofa_state_dict(state_dict: dict[str, torch.Tensor]) -> dic
     return {ours: state_dict[official] for official, ours in key_map.items()}
 
 
-def _read_saved_folder(folder: str) -> dict[str, torch.Tensor]:
-    """Tensors of a `save_pretrained` folder (single or sharded safetensors)."""
-    single = os.path.join(folder, "model.safetensors")
-    if os.path.isfile(single):
-        return load_file(single)
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if not os.path.isfile(index):
-        raise FileNotFoundError(f"{folder} holds neither model.safetensors nor model.safetensors.index.json.")
-    with open(index) as handle:
-        shards = sorted(set(json.load(handle)["weight_map"].values()))
-    return {key: value for shard in shards for key, value in load_file(os.path.join(folder, shard)).items()}
-
-
 def read_dofa_weights(name_or_path: str) -> dict[str, torch.Tensor]:
     """DOFA weights under [`DOFAModel`]'s key names.
 
@@ -453,17 +437,8 @@ def read_dofa_weights(name_or_path: str) -> dict[str, torch.Tensor]:
             - a file on the Hub as `"owner/repo/filename"`, e.g. `"earthflow/DOFA/DOFA_ViT_large_e100.pth"`.
     """
     if os.path.isdir(name_or_path):
-        return _read_saved_folder(name_or_path)
-    if os.path.isfile(name_or_path):
-        path = name_or_path
-    else:
-        parts = name_or_path.split("/")
-        if len(parts) < 3:
-            raise ValueError(
-                f"{name_or_path!r} is not a local folder or file, nor a Hub file named 'owner/repo/filename'."
-            )
-        path = hf_hub_download(repo_id="/".join(parts[:2]), filename="/".join(parts[2:]))
-    return convert_official_dofa_state_dict(read_state_dict_file(path))
+        return read_saved_folder(name_or_path)
+    return convert_official_dofa_state_dict(read_state_dict_file(checkpoint_file(name_or_path)))
 
 
 def load_dofa_weights(model: DOFAModel, name_or_path: str) -> None:

@@ -16,13 +16,14 @@ from .configuration_spectralmoe import SpectralMoEConfig, rgb_band_indices
 from .adaptformer_adapter import AdaptFormerAdapter
 from .fada_adapter import FADAAdapter
 from .frozen_baseline_adapter import FrozenBaselineAdapter
-from .frozen_encoders import FrozenDepthEncoder, build_visual_encoder
+from .frozen_encoders import FrozenDepthEncoder
 from .lora_adapter import LoRAAdapter
 from .mask2former_head import SpectralMoEMask2FormerHead
 from .rein_adapter import ReinAdapter
 from .set_adapter import SETAdapter
 from .spectralmoe_adapter import SpectralMoEAdapter
 from .stac_mlm import write_stac_mlm
+from .visual_encoder_families import build_visual_encoder
 from .vpt_adapter import VPTAdapter
 
 
@@ -88,10 +89,11 @@ class SpectralMoEPreTrainedModel(PreTrainedModel):
 
 class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
     r"""
-    SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3 or DOFA) whose patch tokens are
-    adjusted after every layer by a dual-gated mixture-of-experts adapter fed with the tokens of a frozen depth
-    foundation model, followed by a Mask2Former head. Only the adapter and the head are trained. With
-    `config.adapter_type` `"rein"`, `"depthforge"` or `"frozen"` the same pipeline trains the paper's baselines.
+    SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3, DOFA, DINOv2, CLIP, SAM or EVA02)
+    whose patch tokens are adjusted after every layer (SAM: after its global-attention blocks) by a dual-gated
+    mixture-of-experts adapter fed with the tokens of a frozen depth foundation model, followed by a Mask2Former
+    head. Only the adapter and the head are trained. With `config.adapter_type` `"rein"`, `"depthforge"` or
+    `"frozen"` the same pipeline trains the paper's baselines.
 
     `Model(config)` builds every part with random weights and never downloads; `load_pretrained_encoders()` fills the
     frozen encoders from `config.backbone` / `config.depth_backbone`; `from_pretrained` loads a trained adapter and
@@ -258,7 +260,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
     def encode(self, pixel_values: torch.Tensor, output_router_probs: bool = False, wavelengths=None,
                depth_rgb_bands: list[int] | None = None):
         """Runs the frozen visual layers with the adapter after each layer the encoder declares
-        (`adapter_sites`), on the patch tokens only. `wavelengths` and `depth_rgb_bands` default to the config's.
+        (`adapter_sites`; the adapter's layer index is the position there), on the patch tokens only. `wavelengths`
+        and `depth_rgb_bands` default to the config's.
 
         Returns:
             `(features, aux_loss, visual_gates, depth_gates)`: the four feature maps of `out_indices`, each
@@ -268,24 +271,25 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         encoder, config = self.visual_encoder, self.config
         depth_patches = self._depth_patches(pixel_values, depth_rgb_bands or config.depth_rgb_bands)
         grid = (pixel_values.shape[-2] // encoder.patch_size, pixel_values.shape[-1] // encoder.patch_size)
-        prefix_length = encoder.num_prefix_tokens
+        sites = encoder.adapter_sites
+        adapter_layers = {index: position for position, index in enumerate(sites)}
         hidden_states, layer_kwargs = encoder.embed(pixel_values, wavelengths)
         selected, aux_losses, visual_gates, depth_gates = {}, [], [], []
         for index in range(len(encoder.layers)):
             hidden_states = self._run_frozen_layer(index, hidden_states, layer_kwargs)
-            if index in encoder.adapter_sites:
-                depth = depth_patches[encoder.adapter_sites[index]] if depth_patches else None
+            if index in sites:
+                depth = depth_patches[sites[index]] if depth_patches else None
                 adapted = self.adapter(
-                    hidden_states[:, prefix_length:], index, depth, grid_size=grid,
+                    encoder.patch_tokens(hidden_states), adapter_layers[index], depth, grid_size=grid,
                     output_router_probs=output_router_probs,
                 )
-                hidden_states = torch.cat([hidden_states[:, :prefix_length], adapted.hidden_states], dim=1)
+                hidden_states = encoder.with_patch_tokens(hidden_states, adapted.hidden_states)
                 aux_losses.append(adapted.aux_loss)
                 if adapted.router_probs is not None:
                     visual_gates.append(adapted.router_probs[0])
                     depth_gates += [adapted.router_probs[1]] if adapted.router_probs[1] is not None else []
             if index in config.out_indices:
-                selected[index] = self._feature_map(hidden_states[:, prefix_length:], grid)
+                selected[index] = self._feature_map(encoder.patch_tokens(hidden_states), grid)
         features = [
             F.interpolate(selected[index], scale_factor=scale, mode="bilinear", align_corners=False)
             for index, scale in zip(config.out_indices, FEATURE_SCALES)
@@ -377,7 +381,7 @@ def _check_local_checkpoint(name: str, value: str) -> None:
     """A local encoder folder that is gone (a model trained from local folders, then moved) would otherwise surface
     as a Hub repo-id error about the path."""
     looks_local = os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1
-    if looks_local and not os.path.isdir(os.path.expanduser(value)):
+    if looks_local and not os.path.exists(os.path.expanduser(value)):
         raise FileNotFoundError(
             f"`config.{name}` names the local encoder folder {value}, which does not exist (moved or on another "
             f"machine?). Pass its new place or a Hub id: `from_pretrained(folder, {name}=...)`; or save the model "

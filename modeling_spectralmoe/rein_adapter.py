@@ -61,7 +61,7 @@ class ReinAdapter(TokenAdapter):
     def from_config(cls, config) -> "ReinAdapter":
         """Rein, or DepthForge when `config.adapter_type == "depthforge"`, sized from a `SpectralMoEConfig`."""
         return cls(
-            num_layers=config.backbone_config.num_hidden_layers,
+            num_layers=config.num_adapted_layers,
             hidden_size=config.backbone_config.hidden_size,
             num_tokens=config.num_expert_tokens,
             token_rank=config.expert_rank,

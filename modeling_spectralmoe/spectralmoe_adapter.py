@@ -94,7 +94,7 @@ class SpectralMoEAdapter(TokenAdapter):
     @classmethod
     def from_config(cls, config: SpectralMoEConfig) -> "SpectralMoEAdapter":
         return cls(
-            num_layers=config.backbone_config.num_hidden_layers,
+            num_layers=config.num_adapted_layers,
             hidden_size=config.backbone_config.hidden_size,
             num_experts=config.num_experts,
             top_k=config.top_k,

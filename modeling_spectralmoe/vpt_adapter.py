@@ -57,6 +57,11 @@ class VPTAdapter(LearnedQueryAdapter):
         return torch.cat([hidden_states[:, :num_prefix_tokens], hidden_states[:, prompt_end:]], dim=1)
 
     def attach(self, encoder) -> None:
+        if encoder.extra_tokens_refusal:
+            raise ValueError(
+                f"VPT inserts prompt tokens into each layer's token sequence, which {type(encoder).__name__} cannot "
+                f"take: {encoder.extra_tokens_refusal}. Use another adapter type on this encoder."
+            )
         prefix = encoder.num_prefix_tokens
         for index, layer in enumerate(encoder.layers):
             self.keep_hook(layer.register_forward_pre_hook(

@@ -52,15 +52,20 @@ def optional_import(module: str):
 TINY_LABELS = {0: "impervious", 1: "building", 2: "vegetation"}
 
 
+def save_random_model(path: Path, seed: int, model_class, config) -> str:
+    """`model_class(config)` with random weights drawn after `torch.manual_seed(seed)`, saved like a Hub checkpoint."""
+    torch.manual_seed(seed)
+    model_class(config).save_pretrained(path)
+    return str(path)
+
+
 def save_tiny_dinov3(path: Path, seed: int = 0) -> str:
     """A 4-layer DINOv3 (patch 16, cls + 4 registers, width 32) with random weights, saved like a Hub checkpoint."""
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
-    torch.manual_seed(seed)
     config = DINOv3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
                              patch_size=16, num_register_tokens=4, image_size=64)
-    DINOv3ViTModel(config).save_pretrained(path)
-    return str(path)
+    return save_random_model(path, seed, DINOv3ViTModel, config)
 
 
 def save_tiny_depth_model(path: Path, seed: int = 1) -> str:
@@ -80,10 +85,60 @@ def save_tiny_dofa(path: Path, seed: int = 2) -> str:
     """A 4-layer DOFA (patch 16, cls token, width 32) with random weights, saved with `save_pretrained`."""
     from modeling_spectralmoe import DOFAConfig, DOFAModel
 
-    torch.manual_seed(seed)
     config = DOFAConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, patch_size=16,
                         image_size=64, wavelength_embed_dim=32, num_weight_tokens=16, weight_generator_ffn_dim=64)
-    DOFAModel(config).save_pretrained(path)
+    return save_random_model(path, seed, DOFAModel, config)
+
+
+def save_tiny_dinov2(path: Path, seed: int = 3, patch_size: int = 16, image_size: int = 64) -> str:
+    """A 4-layer DINOv2 (cls token, width 32) with random weights, saved like a Hub checkpoint."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2,
+                          patch_size=patch_size, image_size=image_size, layerscale_value=0.5)
+    return save_random_model(path, seed, Dinov2Model, config)
+
+
+def save_tiny_clip(path: Path, seed: int = 4, patch_size: int = 16, image_size: int = 64) -> str:
+    """A full CLIP model (text and 4-layer vision towers, width 32) with random weights, saved like the
+    `openai/clip-vit-*` checkpoints; SpectralMoE uses its vision tower."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
+                bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                  patch_size=patch_size, image_size=image_size)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(path)
+    return str(path)
+
+
+def save_tiny_eva02(path: Path, seed: int = 6, patch_size: int = 16, image_size: int = 64) -> str:
+    """A 4-layer EVA02 (cls token, RoPE, SwiGLU, width 32) with random weights, saved with `save_pretrained`."""
+    from modeling_spectralmoe import EVA02Config, EVA02Model
+
+    config = EVA02Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                         patch_size=patch_size, image_size=image_size, pretrain_grid_size=4)
+    return save_random_model(path, seed, EVA02Model, config)
+
+
+def save_tiny_sam(path: Path, seed: int = 5, image_size: int = 64) -> str:
+    """A full SAM model whose image encoder has 4 layers (width 32, windows of 2 x 2 patches, global attention in
+    layers 1 and 3), saved like `facebook/sam-vit-*`; its absolute and relative position tables (zero at
+    initialisation) are random, so that every position path shows in the outputs."""
+    from transformers import SamConfig, SamModel
+
+    torch.manual_seed(seed)
+    vision = dict(hidden_size=32, output_channels=16, num_hidden_layers=4, num_attention_heads=2, mlp_dim=64,
+                  image_size=image_size, patch_size=16, window_size=2, global_attn_indexes=[1, 3])
+    decoder = dict(hidden_size=16, iou_head_hidden_dim=16, mlp_dim=32, num_attention_heads=2)
+    config = SamConfig(vision_config=vision, prompt_encoder_config=dict(hidden_size=16), mask_decoder_config=decoder)
+    model = SamModel(config)
+    with torch.no_grad():
+        for name, parameter in model.vision_encoder.named_parameters():
+            if name.endswith(("pos_embed", "rel_pos_h", "rel_pos_w")):
+                parameter.normal_(0, 0.5)
+    model.save_pretrained(path)
     return str(path)
 
 
@@ -156,3 +211,15 @@ def assert_only_adapter_and_head_train(model) -> None:
 
 # Session-scoped: the tiny dataset and one reference training run serve the tests of several files.
 from .training_fixtures import reference_run, tiny_dataset  # noqa: E402, F401
+
+
+def import_optional(module_name: str):
+    """An optional dependency: the module, or a skip when it does not import; under `CI` a failed import fails the
+    test instead, so CI cannot pass by skipping. (timm's import fails with a RuntimeError, not an ImportError, where
+    its torchvision does not match torch.)"""
+    try:
+        return importlib.import_module(module_name)
+    except (ImportError, RuntimeError) as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module_name} must import under CI: {error}")
+        pytest.skip(f"{module_name} does not import: {error}")

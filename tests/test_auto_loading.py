@@ -12,15 +12,35 @@ from safetensors.torch import load_file, save_file
 from modeling_spectralmoe import SpectralMoEForSemanticSegmentation
 from modeling_spectralmoe.configuration_spectralmoe import ADAPTER_TYPES
 
-from .conftest import randomize_adapter, save_tiny_depth_model, save_tiny_dinov3, save_tiny_dofa, tiny_config
+from .conftest import (
+    randomize_adapter,
+    save_tiny_clip,
+    save_tiny_depth_model,
+    save_tiny_dinov2,
+    save_tiny_dinov3,
+    save_tiny_dofa,
+    save_tiny_eva02,
+    save_tiny_sam,
+    tiny_config,
+)
 
 
 GF2_WAVELENGTHS = [0.83, 0.665, 0.56, 0.49]
 FAMILIES = {
     "dinov3": (save_tiny_dinov3, {}),
     "dofa": (save_tiny_dofa, {"wavelengths": GF2_WAVELENGTHS}),
+    "dinov2": (save_tiny_dinov2, {}),
+    "clip": (save_tiny_clip, {}),
+    "sam": (save_tiny_sam, {}),
+    "eva02": (save_tiny_eva02, {}),
 }
-CASES = [(family, adapter_type) for family in FAMILIES for adapter_type in ADAPTER_TYPES]
+# Every adapter type on the first families; one on each of the others (time budget), a depth-fused token method or
+# one acting inside the layers.
+ADAPTERS_OF_FAMILY = {
+    "dinov3": ADAPTER_TYPES, "dofa": ADAPTER_TYPES, "dinov2": ("lora",), "clip": ("depthforge",),
+    "sam": ("spectralmoe",), "eva02": ("adaptformer",),
+}
+CASES = [(family, adapter_type) for family in FAMILIES for adapter_type in ADAPTERS_OF_FAMILY[family]]
 
 # An interpreter that never imported the package forks one child per folder: each child loads its folder's remote
 # code from scratch, as a new process does (one process loading several folders would hide bugs: the first load
@@ -32,6 +52,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSemanticSegmentation
 import transformers.models.dinov2.modeling_dinov2, transformers.models.dinov3_vit.modeling_dinov3_vit
+import transformers.models.clip.modeling_clip, transformers.models.sam.modeling_sam
 import transformers.models.mask2former.modeling_mask2former
 import transformers.models.prompt_depth_anything.modeling_prompt_depth_anything
 folders, inputs = json.loads(sys.argv[1]), load_file(sys.argv[2])

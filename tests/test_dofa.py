@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from modeling_spectralmoe import modeling_dofa
+from modeling_spectralmoe import checkpoint_files, modeling_dofa
 from modeling_spectralmoe.configuration_dofa import DOFAConfig
 from modeling_spectralmoe.modeling_dofa import DOFAModel, convert_official_dofa_state_dict, load_dofa_weights
 
@@ -244,7 +244,7 @@ def test_hub_file_names_split_into_repo_and_filename(tiny_model, tmp_path, monke
         calls.append((repo_id, filename))
         return str(path)
 
-    monkeypatch.setattr(modeling_dofa, "hf_hub_download", fake_download)
+    monkeypatch.setattr(checkpoint_files, "hf_hub_download", fake_download)
     load_dofa_weights(DOFAModel(tiny_config()), "earthflow/DOFA/DOFA_ViT_large_e100.pth")
     assert calls == [("earthflow/DOFA", "DOFA_ViT_large_e100.pth")]
     with pytest.raises(ValueError, match="owner/repo/filename"):

@@ -160,8 +160,8 @@ def test_official_loader_maps_every_key_and_rejects_wrong_shapes():
 @pytest.mark.parametrize("adapter_type", ["rein", "depthforge"])
 def test_from_config(adapter_type):
     config = SimpleNamespace(
-        backbone_config=SimpleNamespace(num_hidden_layers=3, hidden_size=16), num_expert_tokens=6, expert_rank=3,
-        decoder_hidden_dim=8, adapter_scale_init=0.01, adapter_type=adapter_type,
+        backbone_config=SimpleNamespace(num_hidden_layers=3, hidden_size=16), num_adapted_layers=3, num_expert_tokens=6,
+        expert_rank=3, decoder_hidden_dim=8, adapter_scale_init=0.01, adapter_type=adapter_type,
     )
     adapter = ReinAdapter.from_config(config)
     assert adapter.tokens_a.shape == (3, 6, 3) and adapter.tokens_b.shape == (3, 3, 16)

@@ -20,6 +20,7 @@ import re
 import torch
 from transformers import Dinov2Config
 
+from ..encoder_key_maps import DINOV2_TOP_LEVEL, key_map_with_blocks, meta_vit_block_key_map, prefixed
 from ..frozen_encoders import expand_patch_kernel, resample_patch_kernel
 
 DEPTH_PREFIX = "depth_anything.pretrained."
@@ -34,20 +35,6 @@ DINOV2_PATCH_SIZE = 14  # every DINOv2 depth model (PromptDA, Depth Anything V2)
 DINOV2_LAYER_NORM_EPS = 1e-6
 
 
-def _block_table(mlp_names: tuple[str, str], key_bias: bool) -> dict[str, str | tuple[str | None, ...]]:
-    """Meta/DINOv2 block names -> transformers' layer names (shared by DINOv3ViTLayer and Dinov2Layer). A tuple splits
-    the fused q, k, v tensor into three; `None` drops that third."""
-    block = {f"norm{n}.{p}": f"norm{n}.{p}" for n in (1, 2) for p in ("weight", "bias")}
-    block["attn.qkv.weight"] = tuple(f"attention.{x}_proj.weight" for x in "qkv")
-    block["attn.qkv.bias"] = ("attention.q_proj.bias", "attention.k_proj.bias" if key_bias else None,
-                              "attention.v_proj.bias")
-    block.update({f"attn.proj.{p}": f"attention.o_proj.{p}" for p in ("weight", "bias")})
-    block.update({f"ls{n}.gamma": f"layer_scale{n}.lambda1" for n in (1, 2)})
-    for source, ours in zip(("fc1", "fc2"), mlp_names):
-        block.update({f"mlp.{source}.{p}": f"mlp.{ours}.{p}" for p in ("weight", "bias")})
-    return block
-
-
 def backbone_key_map(model) -> dict[str, str | tuple[str | None, ...]]:
     """Every key the converted-backbone file must hold -> the model's key(s), for the model's encoder depths."""
     visual_tokens = {
@@ -59,34 +46,17 @@ def backbone_key_map(model) -> dict[str, str | tuple[str | None, ...]]:
         "norm.weight": "norm.weight",
         "norm.bias": "norm.bias",
     }
-    depth_tokens = {
-        "cls_token": "embeddings.cls_token",
-        "mask_token": "embeddings.mask_token",
-        "pos_embed": "embeddings.position_embeddings",
-        "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
-        "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-        "norm.weight": "layernorm.weight",
-        "norm.bias": "layernorm.bias",
-    }
     visual, depth = model.visual_encoder.model.config, model.depth_encoder.model.config
     encoders = [  # (source prefix, our prefix, our layer prefix, config, top-level names, MLP names, key bias)
         ("", "visual_encoder.model.", "model.layer.", visual, visual_tokens, ("up_proj", "down_proj"), visual.key_bias),
-        (DEPTH_PREFIX, "depth_encoder.model.", "encoder.layer.", depth, depth_tokens, ("fc1", "fc2"), True),
+        (DEPTH_PREFIX, "depth_encoder.model.", "encoder.layer.", depth, DINOV2_TOP_LEVEL, ("fc1", "fc2"), True),
     ]
     key_map = {"rope_embed.periods": "visual_encoder.rope_periods"}
     for source_prefix, target_prefix, layer_prefix, config, tokens, mlp_names, key_bias in encoders:
-        block, targets = _block_table(mlp_names, key_bias), dict(tokens)
-        for i in range(config.num_hidden_layers):
-            layer = f"{layer_prefix}{i}."
-            targets.update({f"blocks.{i}.{key}": _prefixed(layer, value) for key, value in block.items()})
-        key_map.update({source_prefix + key: _prefixed(target_prefix, value) for key, value in targets.items()})
+        block = meta_vit_block_key_map(mlp_names, key_bias)
+        targets = key_map_with_blocks(tokens, block, config.num_hidden_layers, "blocks.", layer_prefix)
+        key_map.update({source_prefix + key: prefixed(target_prefix, value) for key, value in targets.items()})
     return key_map
-
-
-def _prefixed(prefix: str, target: str | tuple[str | None, ...]) -> str | tuple[str | None, ...]:
-    if isinstance(target, str):
-        return prefix + target
-    return tuple(None if name is None else prefix + name for name in target)
 
 
 def _fit(value: torch.Tensor, expected: torch.Tensor, expansion: str) -> tuple[torch.Tensor, str]:
