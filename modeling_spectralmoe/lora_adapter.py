@@ -3,8 +3,6 @@ attention projections, injected into the encoder itself."""
 
 import importlib
 
-import torch
-
 from .frozen_baseline_adapter import LearnedQueryAdapter
 
 

@@ -16,7 +16,7 @@ from transformers import initialization as init
 from .adapter_layers import (
     official_token_bound, pooled_query_embeddings, rein_family_sizes, reset_token_linears, token_bank_update,
 )
-from .adapter_protocol import AdapterOutput, TokenAdapter
+from .adapter_protocol import TokenAdapter
 
 # The official code raises |values| below this to +1e-5 before the square root (amplitude) and atan2 (phase).
 SPECTRUM_FLOOR = 1e-5

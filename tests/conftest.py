@@ -40,13 +40,22 @@ def real_data_dir(*parts: str) -> Path:
 
 
 def optional_import(module: str):
-    """`module`, imported; a skip when it is missing, but a failure under CI (`CI` set), whose install has it."""
+    """`module`, imported; a skip when it does not import, but a failure under CI (`CI` set), whose install has it.
+    (timm's import fails with a RuntimeError, not an ImportError, where its torchvision does not match torch.)"""
     try:
         return importlib.import_module(module)
-    except ImportError as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"{module} must be installed under CI (the `dev` extra): {error}")
-        pytest.skip(f"{module} is not installed")
+    except (ImportError, RuntimeError) as error:
+        require_optional(False, f"{module} does not import ({error}); .ci/run installs it")
+
+
+def require_optional(available: bool, message: str) -> None:
+    """Skips when an optional resource (a module, a browser) is missing, but fails under CI: CI cannot pass by
+    skipping."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 TINY_LABELS = {0: "impervious", 1: "building", 2: "vegetation"}
@@ -212,14 +221,3 @@ def assert_only_adapter_and_head_train(model) -> None:
 # Session-scoped: the tiny dataset and one reference training run serve the tests of several files.
 from .training_fixtures import reference_run, tiny_dataset  # noqa: E402, F401
 
-
-def import_optional(module_name: str):
-    """An optional dependency: the module, or a skip when it does not import; under `CI` a failed import fails the
-    test instead, so CI cannot pass by skipping. (timm's import fails with a RuntimeError, not an ImportError, where
-    its torchvision does not match torch.)"""
-    try:
-        return importlib.import_module(module_name)
-    except (ImportError, RuntimeError) as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"{module_name} must import under CI: {error}")
-        pytest.skip(f"{module_name} does not import: {error}")

@@ -11,7 +11,7 @@ import torch
 from modeling_spectralmoe.configuration_eva02 import EVA02Config
 from modeling_spectralmoe.modeling_eva02 import EVA02Model, convert_eva02_state_dict, resize_position_table
 
-from .conftest import import_optional
+from .conftest import optional_import
 
 
 pytestmark = pytest.mark.timm_oracle
@@ -24,7 +24,7 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def timm():
-    return import_optional("timm")
+    return optional_import("timm")
 
 
 def timm_eva02(timm, attention_inner_norm: bool):

@@ -10,6 +10,7 @@ import pytest
 
 from modeling_spectralmoe.inference.predict import PredictConfig, predict_scenes
 
+from .conftest import optional_import
 from .test_predict import model_folder, random_bands, write_scene  # noqa: F401 (fixture)
 
 
@@ -60,9 +61,7 @@ def test_torchrun_ranks_split_scenes_with_identical_outputs(model_folder, scenes
 
 
 def test_ray_actors_give_identical_outputs(model_folder, scenes, single_process, tmp_path):  # noqa: F811
-    if not os.environ.get("CI"):
-        pytest.importorskip("ray")
-    import ray
+    ray = optional_import("ray")
 
     from modeling_spectralmoe.inference.ray_predict import predict_with_ray
 

@@ -18,7 +18,7 @@ from modeling_spectralmoe.inference.demo_scene import write_demo_scene
 from modeling_spectralmoe.inference.predict import predict_raster
 from modeling_spectralmoe.inference.scene_views import STRIDE, WINDOW
 
-from .conftest import optional_import, randomize_adapter, tiny_config
+from .conftest import optional_import, require_optional, randomize_adapter, tiny_config
 
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "space" / "app.py"
@@ -32,11 +32,7 @@ TIMEOUT_MS = 30_000
 def require_browser():
     for module in ("rasterio", "gradio", "playwright.sync_api"):  # .ci/run installs gradio and playwright
         optional_import(module)
-    if not os.access(CHROMIUM, os.X_OK):
-        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_optional(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: apt-get install -y chromium")
 
 
 @pytest.fixture(scope="module")
