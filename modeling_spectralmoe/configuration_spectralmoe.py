@@ -126,6 +126,11 @@ class SpectralMoEConfig(PreTrainedConfig):
             the depth tokens. `None` when no depth encoder is used (`fusion="none"`, or `adapter_type="rein"`).
         depth_backbone_config (`PreTrainedConfig` or `dict`, *optional*):
             Architecture of the depth encoder (`Dinov2Config`). Resolved from `depth_backbone` when not given.
+        depth_projection (`bool`, *optional*, defaults to `False`):
+            Map the depth tokens to the visual width with a trained `Linear(depth width, visual width)` before the
+            adapter, so a depth encoder narrower than the visual one can feed it (SAM-H's 1280 against PromptDA-L's
+            1024). Not in any released code: the paper does not say how its SAM-H depth rows paired the widths.
+            Without it, the widths must match.
         num_channels (`int`, *optional*):
             Number of input bands. Defaults to the length of `band_names` or `wavelengths` when given, else 3.
         band_names (`list[str]`, *optional*):
@@ -266,6 +271,7 @@ class SpectralMoEConfig(PreTrainedConfig):
     depth_position_interpolation: str = "dinov2"
     backbone_position_interpolation: str = "library"
     clip_class_embedding_twice: bool = False
+    depth_projection: bool = False
     out_indices: list[int] | None = None
     adapter_type: str = "spectralmoe"
     num_experts: int = 6
@@ -409,17 +415,17 @@ class SpectralMoEConfig(PreTrainedConfig):
         visual, depth = self.backbone_config, self.depth_backbone_config
         if not self.uses_depth or visual is None or depth is None:
             return
-        compared = ("hidden_size", "num_hidden_layers")
-        if visual.model_type == SAM_VISION_MODEL_TYPE:
-            compared = ("hidden_size",)
+        compared = () if self.depth_projection else ("hidden_size",)
+        if visual.model_type != SAM_VISION_MODEL_TYPE:
+            compared += ("num_hidden_layers",)
         if any(getattr(visual, name) != getattr(depth, name) for name in compared):
             raise ValueError(
                 f"The depth encoder must match the visual encoder's {' and '.join(compared)} (the experts are shared "
                 f"by both modalities): visual has hidden_size={visual.hidden_size}, {visual.num_hidden_layers} layers; "
                 f"depth has hidden_size={depth.hidden_size}, {depth.num_hidden_layers} layers. Pair a ViT-L visual "
                 "encoder with PromptDA-L or Depth-Anything-V2-Large. No depth encoder has SAM-H's width (1280): on "
-                "SAM-H use a depth-free adapter (rein, set, fada, lora, dora, adaptformer, frozen) or "
-                "`fusion=\"none\"`."
+                "SAM-H set `depth_projection=True` (a trained width projection), or use a depth-free adapter (rein, "
+                "set, fada, lora, dora, adaptformer, frozen) or `fusion=\"none\"`."
             )
 
 

@@ -81,7 +81,7 @@ class SpectralMoEPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Only our own composite modules carry an init scheme (the paper's and Mask2Former's); the encoders are
         `PreTrainedModel`s and initialise themselves, their wrappers only the buffers they add."""
-        if module is getattr(self, "adapter", None) or module is getattr(self, "decode_head", None):
+        if any(module is getattr(self, name, None) for name in ("adapter", "decode_head", "depth_projection")):
             module.reset_parameters()
         elif module is getattr(self, "visual_encoder", None):
             module.reset_buffers()
@@ -92,8 +92,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
     SpectralMoE (Chen et al., CVPR 2026): a frozen visual foundation model (DINOv3, DOFA, DINOv2, CLIP, SAM or EVA02)
     whose patch tokens are adjusted after every layer (SAM: after its global-attention blocks) by a dual-gated
     mixture-of-experts adapter fed with the tokens of a frozen depth foundation model, followed by a Mask2Former
-    head. Only the adapter and the head are trained. With `config.adapter_type` `"rein"`, `"depthforge"` or
-    `"frozen"` the same pipeline trains the paper's baselines.
+    head. Only the adapter and the head (and `depth_projection`, when configured) are trained. With
+    `config.adapter_type` `"rein"`, `"depthforge"` or `"frozen"` the same pipeline trains the paper's baselines.
 
     `Model(config)` builds every part with random weights and never downloads; `load_pretrained_encoders()` fills the
     frozen encoders from `config.backbone` / `config.depth_backbone`; `from_pretrained` loads a trained adapter and
@@ -108,6 +108,11 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         )
         for encoder in self.frozen_encoders():
             encoder.requires_grad_(False)
+        self.depth_projection = None
+        if self.depth_encoder is not None and config.depth_projection:
+            self.depth_projection = nn.Linear(
+                config.depth_backbone_config.hidden_size, config.backbone_config.hidden_size
+            )
         self.adapter = ADAPTERS[config.adapter_type].from_config(config)
         self.adapter.attach(self.visual_encoder)  # after freezing: parameters it injects into the encoder train
         hidden_size = config.backbone_config.hidden_size
@@ -278,7 +283,7 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
         for index in range(len(encoder.layers)):
             hidden_states = self._run_frozen_layer(index, hidden_states, layer_kwargs)
             if index in sites:
-                depth = depth_patches[sites[index]] if depth_patches else None
+                depth = self._adapter_depth_tokens(depth_patches, sites[index])
                 adapted = self.adapter(
                     encoder.patch_tokens(hidden_states), adapter_layers[index], depth, grid_size=grid,
                     output_router_probs=output_router_probs,
@@ -304,6 +309,14 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
             return None
         prefix_length = self.depth_encoder.num_prefix_tokens
         return [tokens[:, prefix_length:] for tokens in self.depth_encoder(pixel_values[:, rgb_bands])]
+
+    def _adapter_depth_tokens(self, depth_patches: list[torch.Tensor] | None, layer: int) -> torch.Tensor | None:
+        """Depth layer `layer`'s patch tokens at the visual width (`config.depth_projection`), or `None`."""
+        if depth_patches is None:
+            return None
+        if self.depth_projection is None:
+            return depth_patches[layer]
+        return self.depth_projection(depth_patches[layer])
 
     def _run_frozen_layer(self, index: int, hidden_states: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         if self.config.frozen_activation_checkpointing and torch.is_grad_enabled():
@@ -380,7 +393,9 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
 def _check_local_checkpoint(name: str, value: str) -> None:
     """A local encoder folder that is gone (a model trained from local folders, then moved) would otherwise surface
     as a Hub repo-id error about the path."""
-    looks_local = os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1
+    # `owner/repo/file.pth` names a file of a Hub repo (DOFA's, EVA's releases); other deeper paths are local.
+    hub_file = value.count("/") == 2 and "." in value.rsplit("/", 1)[-1]
+    looks_local = os.path.isabs(value) or value.startswith((".", "~")) or (value.count("/") > 1 and not hub_file)
     if looks_local and not os.path.exists(os.path.expanduser(value)):
         raise FileNotFoundError(
             f"`config.{name}` names the local encoder folder {value}, which does not exist (moved or on another "

@@ -208,11 +208,11 @@ def run_adapter(adapter, visual, depth, layer, prefix, depth_prefix=1, output_ro
 
 
 def assert_only_adapter_and_head_train(model) -> None:
-    """After a backward pass: adapter and head parameters (and those the adapter injected into the encoder) are
-    trainable, every frozen one is not and got no gradient."""
+    """After a backward pass: adapter and head parameters (and those the adapter injected into the encoder, and the
+    depth projection) are trainable, every frozen one is not and got no gradient."""
     injected = {f"visual_encoder.model.{name}" for name in model.adapter.encoder_parameter_names()}
     for name, parameter in model.named_parameters():
-        trainable = name.startswith(("adapter.", "decode_head.")) or name in injected
+        trainable = name.startswith(("adapter.", "decode_head.", "depth_projection.")) or name in injected
         assert parameter.requires_grad == trainable, name
         if not trainable:
             assert parameter.grad is None, name

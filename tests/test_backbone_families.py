@@ -217,13 +217,28 @@ def test_sam_adapters_size_by_the_global_blocks(folders):
     assert config.out_indices == [0, 1, 1, 3]  # not four global blocks: the plain-ViT default
 
 
-def test_depth_adapters_on_a_sam_wider_than_the_depth_encoder_are_refused(tmp_path, folders):
+@pytest.mark.parametrize("adapter_type", ["spectralmoe", "depthforge"])
+def test_a_sam_wider_than_the_depth_encoder_needs_the_depth_projection(folders, adapter_type):
+    """SAM-H (1280) against PromptDA-L (1024): refused, unless a trained projection maps the depth tokens to the
+    visual width; it then trains with the adapter and is saved with it."""
     backbone_config = AutoConfig.from_pretrained(folders["sam"]).vision_config
     backbone_config.hidden_size = 64
-    for adapter_type in ("spectralmoe", "depthforge"):
-        with pytest.raises(ValueError, match="hidden_size=64, 4 layers; depth has hidden_size=32.*SAM-H"):
-            tiny_config(folders["sam"], folders["depth"], backbone_config=backbone_config, adapter_type=adapter_type)
-    tiny_config(folders["sam"], folders["depth"], backbone_config=backbone_config, adapter_type="rein")
+    settings = dict(backbone_config=backbone_config, adapter_type=adapter_type, num_channels=4,
+                    depth_rgb_bands=[1, 2, 3], decoder_layers=1, train_num_points=64)
+    with pytest.raises(ValueError, match="hidden_size=64, 4 layers; depth has hidden_size=32.*depth_projection=True"):
+        tiny_config(folders["sam"], folders["depth"], **settings)
+    assert SpectralMoEForSemanticSegmentation(tiny_config(folders["sam"], None, **{**settings, "adapter_type": "rein"}))
+
+    torch.manual_seed(0)
+    model = SpectralMoEForSemanticSegmentation(tiny_config(folders["sam"], folders["depth"], depth_projection=True,
+                                                           **settings)).train()
+    assert (model.depth_projection.in_features, model.depth_projection.out_features) == (32, 64)
+    randomize_adapter(model)
+    labels = torch.randint(0, 3, (2, 32, 32))
+    model(pixel_values=torch.randn(2, 4, 32, 32), labels=labels).loss.backward()
+    assert_only_adapter_and_head_train(model)
+    assert model.depth_projection.weight.grad.abs().sum() > 0  # the depth tokens reach the adapter through it
+    assert {"depth_projection.weight", "depth_projection.bias"} <= set(model.trained_state_dict())
 
 
 @pytest.mark.parametrize("family", ORIGINAL_CHECKPOINTS)

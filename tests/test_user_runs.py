@@ -21,6 +21,7 @@ from modeling_spectralmoe import SpectralMoEForSemanticSegmentation, SpectralMoE
 from modeling_spectralmoe.data.loading import evaluation_loader, split_bands
 from modeling_spectralmoe.data.schema import SpectralMetadata, segmentation_features
 from modeling_spectralmoe.evaluation.protocol import EvaluationConfig, predict_logits, results_json
+from modeling_spectralmoe.modeling_spectralmoe import _check_local_checkpoint
 from modeling_spectralmoe.trainer.plots import display_rgb
 from modeling_spectralmoe.trainer.run_config import load_run_config
 from modeling_spectralmoe.trainer.trainer import Trainer
@@ -321,3 +322,17 @@ def test_per_split_band_sets_48_band_source_12_band_target_with_dofa(tmp_path, t
     assert (permuted - logits).abs().max() > 1e-4
     saved = yaml.safe_load((tmp_path / "out" / "final_model" / "README.md").read_text().split("---\n")[1])
     assert {entry["dataset"]["split"] for entry in saved["model-index"][0]["results"]} == {"target_s2"}
+
+
+@pytest.mark.parametrize("value, local", [
+    ("earthflow/DOFA/DOFA_ViT_large_e100.pth", False),  # a file of a Hub repo: left to the Hub
+    ("facebook/dinov2-large", False),
+    ("outputs/encoders/visual", True),
+    ("./visual", True),
+])
+def test_bad_input_16_only_missing_local_encoder_paths_are_refused_as_moved(value, local):
+    if local:
+        with pytest.raises(FileNotFoundError, match="names the local encoder folder"):
+            _check_local_checkpoint("backbone", value)
+    else:
+        _check_local_checkpoint("backbone", value)
