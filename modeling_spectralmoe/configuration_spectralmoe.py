@@ -7,7 +7,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .configuration_dofa import DOFAConfig
 from .configuration_eva02 import EVA02Config
-from .encoder_checkpoints import known_encoder_config
+from .encoder_checkpoints import image_encoder_config, known_encoder_config
 
 
 ADAPTER_TYPES = ("spectralmoe", "rein", "depthforge", "frozen", "set", "fada", "lora", "dora", "adaptformer", "vpt")
@@ -91,12 +91,6 @@ def _as_encoder_config(value: Any) -> PreTrainedConfig | None:
     model_type = value.pop("model_type")
     value.pop("transformers_version", None)
     return AutoConfig.for_model(model_type, **value)
-
-
-def _image_encoder_config(config: PreTrainedConfig | None) -> PreTrainedConfig | None:
-    """The image encoder's part of a full CLIP or SAM checkpoint's config (its `vision_config`); other configs as
-    they are."""
-    return getattr(config, "vision_config", None) or config
 
 
 class SpectralMoEConfig(PreTrainedConfig):
@@ -332,7 +326,7 @@ class SpectralMoEConfig(PreTrainedConfig):
         self.depth_backbone_config = _as_encoder_config(self.depth_backbone_config)
         if self.backbone_config is None and self.backbone is not None:
             self.backbone_config = known_encoder_config(self.backbone, role="visual")
-        self.backbone_config = _image_encoder_config(self.backbone_config)
+        self.backbone_config = image_encoder_config(self.backbone_config)
         if self.depth_backbone_config is None and self.depth_backbone is not None:
             self.depth_backbone_config = known_encoder_config(self.depth_backbone, role="depth")
         if self.out_indices is None and self.backbone_config is not None:

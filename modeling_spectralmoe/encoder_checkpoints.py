@@ -6,6 +6,7 @@ import os
 from transformers import AutoConfig, CLIPVisionConfig, DINOv3ViTConfig, Dinov2Config, PreTrainedConfig, SamVisionConfig
 
 from .configuration_dofa import DOFAConfig
+from .configuration_eva02 import EVA02Config
 
 
 def _dinov3(hidden_size: int, num_layers: int, num_heads: int) -> DINOv3ViTConfig:
@@ -65,8 +66,8 @@ def _dofa(hidden_size: int, num_layers: int, num_heads: int) -> DOFAConfig:
 
 
 # Visual encoders: DINOv3, DINOv2, CLIP and SAM (transformers format; the published architectures, which the paper's
-# presets override to 512-px crops and 16-px patches) and DOFA (official `.pth` files inside the `earthflow/DOFA` repo,
-# named as "repo/filename").
+# Table 1 presets override to 512-px crops and 16-px patches), EVA02 (timm's or EVA's files) and DOFA (official `.pth`
+# files inside the `earthflow/DOFA` repo, named as "repo/filename").
 VISUAL_ENCODERS = {
     "facebook/dinov3-vits16-pretrain-lvd1689m": lambda: _dinov3(384, 12, 6),
     "facebook/dinov3-vitb16-pretrain-lvd1689m": lambda: _dinov3(768, 12, 12),
@@ -74,6 +75,10 @@ VISUAL_ENCODERS = {
     "facebook/dinov2-large": _dinov2_large,
     "openai/clip-vit-large-patch14": _clip_vision_large,
     "facebook/sam-vit-huge": _sam_vision_huge,
+    # EVA02-L, MIM on Merged-38M: timm's port (patch 14, 16 x 16 table) and EVA's own file, whose kernel EVA's authors
+    # already resized to 16 (the one Rein-family code loads; 16 x 16 table too).
+    "timm/eva02_large_patch14_224.mim_m38m": EVA02Config,
+    "Yuxin-CV/EVA-02/eva02/pt/eva02_L_pt_m38m_p14to16.pt": lambda: EVA02Config(patch_size=16, image_size=256),
     "earthflow/DOFA/DOFA_ViT_base_e100.pth": lambda: _dofa(768, 12, 12),
     "earthflow/DOFA/DOFA_ViT_large_e100.pth": lambda: _dofa(1024, 24, 16),
 }
@@ -93,11 +98,13 @@ def _config_from_folder(path: str, role: str) -> PreTrainedConfig:
     config = AutoConfig.from_pretrained(path)
     if role == "depth" and getattr(config, "backbone_config", None) is not None:
         return config.backbone_config
-    # A saved CLIPModel or SamModel: the visual encoder is its image tower, which CLIPVisionModel / SamVisionModel
-    # load from the same folder.
-    if role == "visual" and getattr(config, "vision_config", None) is not None:
-        return config.vision_config
-    return config
+    return image_encoder_config(config) if role == "visual" else config
+
+
+def image_encoder_config(config: PreTrainedConfig | None) -> PreTrainedConfig | None:
+    """The image tower's config of a full CLIP or SAM config (its `vision_config`, which `CLIPVisionModel` /
+    `SamVisionModel` load from the same checkpoint); other configs as they are."""
+    return getattr(config, "vision_config", None) or config
 
 
 def known_encoder_config(name_or_path: str, role: str) -> PreTrainedConfig:

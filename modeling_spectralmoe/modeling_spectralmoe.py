@@ -393,8 +393,8 @@ class SpectralMoEForSemanticSegmentation(SpectralMoEPreTrainedModel):
 def _check_local_checkpoint(name: str, value: str) -> None:
     """A local encoder folder that is gone (a model trained from local folders, then moved) would otherwise surface
     as a Hub repo-id error about the path."""
-    # `owner/repo/file.pth` names a file of a Hub repo (DOFA's, EVA's releases); other deeper paths are local.
-    hub_file = value.count("/") == 2 and "." in value.rsplit("/", 1)[-1]
+    # `owner/repo/path/file.pth` names a file of a Hub repo (DOFA's, EVA's releases); other deeper paths are local.
+    hub_file = "." in value.rsplit("/", 1)[-1]
     looks_local = os.path.isabs(value) or value.startswith((".", "~")) or (value.count("/") > 1 and not hub_file)
     if looks_local and not os.path.exists(os.path.expanduser(value)):
         raise FileNotFoundError(

@@ -326,6 +326,7 @@ def test_per_split_band_sets_48_band_source_12_band_target_with_dofa(tmp_path, t
 
 @pytest.mark.parametrize("value, local", [
     ("earthflow/DOFA/DOFA_ViT_large_e100.pth", False),  # a file of a Hub repo: left to the Hub
+    ("Yuxin-CV/EVA-02/eva02/pt/eva02_L_pt_m38m_p14to16.pt", False),
     ("facebook/dinov2-large", False),
     ("outputs/encoders/visual", True),
     ("./visual", True),
