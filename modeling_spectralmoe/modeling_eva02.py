@@ -14,9 +14,11 @@ Numerics follow timm's `Eva` with `dynamic_img_size=True` (the test oracle):
   align_corners=False)` in float32, the cls row kept (timm `resample_abs_pos_embed` defaults); it is used as stored
   when the grid is the stored one. DGSS code instead resizes the table once at conversion time, plain bicubic, and
   never at run time: `position_interpolation="eva"` reproduces that (see [`EVA02Config`]);
-- RoPE acts on patch tokens only; row `i` of an `h x w` grid sits at `i / h * pretrain_grid_size` (columns likewise),
-  so any grid spans the pretraining range (EVA's `intp_freq`, timm's `ref_feat_shape`). Each head's first half
-  rotates with the row coordinate, its second half with the column one, as interleaved pairs.
+- RoPE acts on the last `h * w` tokens only (the patches), as transformers' DINOv3 does: the cls token and any
+  tokens inserted before the patches (VPT's prompts) are not rotated. Row `i` of an `h x w` grid sits at
+  `i / h * pretrain_grid_size` (columns likewise), so any grid spans the pretraining range (EVA's `intp_freq`, timm's
+  `ref_feat_shape`). Each head's first half rotates with the row coordinate, its second half with the column one, as
+  interleaved pairs.
 """
 
 import os
@@ -33,7 +35,7 @@ from .checkpoint_files import checkpoint_file, read_saved_folder, read_state_dic
 from .configuration_eva02 import EVA02Config
 
 
-# Tokens before the patch tokens: the cls token, which RoPE leaves as it is.
+# Tokens before the patch tokens: the cls token.
 NUM_PREFIX_TOKENS = 1
 # Run-time resampling of the position table: timm's (antialiased bicubic) or EVA's (plain bicubic).
 POSITION_INTERPOLATIONS = ("timm", "eva")
@@ -84,11 +86,13 @@ def rotate_pairs(hidden_states: torch.Tensor) -> torch.Tensor:
     return torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
 
 
-def apply_rope(hidden_states: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], num_prefix: int) -> torch.Tensor:
-    """Rotates the patch tokens of `(B, heads, P + N, head_dim)` by `rope = (cos, sin)`, each `(N, head_dim)`; the
-    `num_prefix` leading tokens are left as they are. Computed in float32, returned in the input's dtype."""
+def apply_rope(hidden_states: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotates the last N tokens (the patches) of `(B, heads, P + N, head_dim)` by `rope = (cos, sin)`, each
+    `(N, head_dim)`; the P leading tokens (cls, and prompts an adapter inserted) are left as they are. Computed in
+    float32, returned in the input's dtype."""
     cos, sin = rope
-    prefix, patches = hidden_states[..., :num_prefix, :], hidden_states[..., num_prefix:, :]
+    num_patches = cos.shape[0]
+    prefix, patches = hidden_states[..., :-num_patches, :], hidden_states[..., -num_patches:, :]
     rotated = (patches * cos + rotate_pairs(patches) * sin).to(hidden_states.dtype)
     return torch.cat([prefix, rotated], dim=-2)
 
@@ -124,7 +128,7 @@ class EVA02Embeddings(nn.Module):
 
 class EVA02Attention(nn.Module):
     """Self-attention with separate q/k/v projections (biases on q and v only), RoPE on the patch tokens' queries and
-    keys, and optionally a LayerNorm before the output projection."""
+    keys (the last N tokens, N the RoPE tables' length), and optionally a LayerNorm before the output projection."""
 
     def __init__(self, config: EVA02Config):
         super().__init__()
@@ -137,13 +141,13 @@ class EVA02Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, hidden_states: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """`(B, 1 + N, D) -> (B, 1 + N, D)`."""
+        """`(B, P + N, D) -> (B, P + N, D)`: P unrotated leading tokens (cls, any prompts), N patches."""
         batch, length, dim = hidden_states.shape
         query, key, value = (
             projection(hidden_states).view(batch, length, self.num_heads, -1).transpose(1, 2)
             for projection in (self.q_proj, self.k_proj, self.v_proj)
         )
-        query, key = apply_rope(query, rope, NUM_PREFIX_TOKENS), apply_rope(key, rope, NUM_PREFIX_TOKENS)
+        query, key = apply_rope(query, rope), apply_rope(key, rope)
         attended = F.scaled_dot_product_attention(query, key, value).transpose(1, 2).reshape(batch, length, dim)
         if self.inner_norm is not None:
             attended = self.inner_norm(attended)
@@ -175,7 +179,8 @@ class EVA02Layer(nn.Module):
         self.mlp = EVA02SwiGLU(config)
 
     def forward(self, hidden_states: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """`(B, 1 + N, D) -> (B, 1 + N, D)`; `rope` as returned by [`EVA02Model.embed`] for this input."""
+        """`(B, P + N, D) -> (B, P + N, D)` (P = 1, or more with inserted prompts); `rope` as returned by
+        [`EVA02Model.embed`] for this input."""
         hidden_states = hidden_states + self.attention(self.norm1(hidden_states), rope)
         return hidden_states + self.mlp(self.norm2(hidden_states))
 

@@ -246,13 +246,12 @@ class EVA02VisualEncoder(LibraryVisualEncoder):
     resizes the patch kernel to the configured patch size (bicubic; EVA's `p14to16` file is already at 16) and the
     position table to the configured grid (bicubic, no antialias), as Rein's `convert_eva2_512x512.py` does. At other
     input grids the model resamples the table itself by its `position_interpolation`: `"library"` keeps the
-    configured one (timm's antialiased bicubic by default), `"dgss"` sets EVA's plain bicubic. VPT is refused: the
-    attention rotates every token after the cls token as a patch, so prompt tokens would misalign its RoPE tables.
+    configured one (timm's antialiased bicubic by default), `"dgss"` sets EVA's plain bicubic. VPT's prompts can join
+    the layers: the attention rotates only the last N tokens (the patches), as DINOv3's does.
     """
 
     model_class = EVA02Model
     patch_kernel_key = "embeddings.patch_embeddings.weight"
-    extra_tokens_refusal = "its attention rotates every token after the cls token by the patch grid's RoPE angles"
 
     @property
     def layers(self) -> nn.ModuleList:

@@ -13,9 +13,9 @@ class VPTAdapter(LearnedQueryAdapter):
     r"""
     Before layer `l` the sequence becomes `[prefix, P[l], patches]`; after it the prompt outputs are dropped, so every
     layer sees its own prompts and the encoder's sequence length is unchanged. Prompts sit after the prefix tokens
-    and before the patches: DINOv3 applies RoPE to the last N tokens only, so prompts get none (placing them after
-    the patches would misapply it); DOFA's absolute positions were added before layer 0. Attached with forward hooks
-    on the frozen layers. Rein's VPT baseline uses 150 prompts in every layer; they are initialised U(-v, v),
+    and before the patches: DINOv3 and EVA02 apply RoPE to the last N tokens only, so prompts get none (placing them
+    after the patches would misapply it); DOFA's absolute positions were added before layer 0. Attached with forward
+    hooks on the frozen layers. Rein's VPT baseline uses 150 prompts in every layer; they are initialised U(-v, v),
     `v = sqrt(6 / (3 p^2 + D))` (VPT's code). The decoder gets a learned query table.
 
     Args:

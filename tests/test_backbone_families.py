@@ -177,7 +177,7 @@ def test_released_weights_are_fitted_to_the_configured_patch_grid_and_bands(tmp_
 
 
 CASES = [(family, adapter_type) for family in FAMILIES for adapter_type in ADAPTER_TYPES]
-VPT_REFUSALS = {"sam": "token grid with windowed attention", "eva02": "RoPE"}
+VPT_REFUSALS = {"sam": "token grid with windowed attention"}
 
 
 @pytest.mark.parametrize("family, adapter_type", CASES, ids=[f"{f}-{a}" for f, a in CASES])

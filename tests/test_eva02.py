@@ -14,6 +14,7 @@ from modeling_spectralmoe.modeling_eva02 import (
     EVA02Model, apply_rope, convert_eva02_state_dict, read_eva02_weights, resize_position_table, rope_angles,
     rope_frequencies,
 )
+from modeling_spectralmoe.vpt_adapter import VPTAdapter
 
 
 # EVA02-L as published (Fang et al., 2023; timm lists eva02_large_patch14_224 at 303.3 M).
@@ -171,7 +172,7 @@ def test_rope_turns_patch_pairs_and_leaves_the_cls_token(tiny_model):
     grid = (2, 3)
     cos, sin = tiny_model.rope(grid, torch.device("cpu"))
     queries = random_like((1, 4, 1 + 6, 16), seed=3)
-    rotated = apply_rope(queries, (cos, sin), num_prefix=1)
+    rotated = apply_rope(queries, (cos, sin))
     assert torch.equal(rotated[..., 0, :], queries[..., 0, :])
     angles = torch.atan2(sin, cos)
     x, y = queries[..., 1:, 0::2], queries[..., 1:, 1::2]
@@ -180,6 +181,26 @@ def test_rope_turns_patch_pairs_and_leaves_the_cls_token(tiny_model):
     torch.testing.assert_close(rotated[..., 1:, 1::2], x * a.sin() + y * a.cos())
     # A rotation keeps each token's norm.
     torch.testing.assert_close(rotated.norm(dim=-1), queries.norm(dim=-1))
+
+
+def test_rope_with_vpt_prompts_turns_the_patches_as_without_and_leaves_the_prompts(tiny_model):
+    """VPT puts its prompts between the cls token and the patches; RoPE rotates the last N tokens, so the patches
+    turn exactly as without prompts and the prompts (like the cls token) are not turned."""
+    grid, num_prompts, heads = (2, 3), 4, 4
+    rope = tiny_model.rope(grid, torch.device("cpu"))
+    tokens = random_like((2, 1 + 6, 64), seed=8)
+    vpt = VPTAdapter(num_layers=1, hidden_size=64, num_queries=2, query_dim=8, num_prompts=num_prompts)
+    prompted = vpt.with_prompts(0, tokens, num_prefix_tokens=1)
+
+    def rotated(sequence):  # as the attention does, per head
+        return apply_rope(sequence.unflatten(-1, (heads, -1)).transpose(1, 2), rope).transpose(1, 2).flatten(-2)
+
+    with torch.no_grad():
+        plain, with_prompts = rotated(tokens), rotated(prompted)
+    torch.testing.assert_close(with_prompts[:, 1 + num_prompts:], plain[:, 1:], rtol=0, atol=0)
+    torch.testing.assert_close(with_prompts[:, :1 + num_prompts], prompted[:, :1 + num_prompts], rtol=0, atol=0)
+    torch.testing.assert_close(vpt.without_prompts(with_prompts, num_prefix_tokens=1), plain, rtol=0, atol=0)
+    assert (plain[:, 1:] - tokens[:, 1:]).abs().max() > 1e-3  # the patches did turn
 
 
 def test_layer_loop_equals_forward_at_a_non_square_grid(tiny_model):
