@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import DINOv3ViTModel, Dinov2Model
+from transformers import CLIPVisionModel, DINOv3ViTModel, Dinov2Model, SamVisionModel
 
-from modeling_spectralmoe import SpectralMoEForSemanticSegmentation
+from modeling_spectralmoe import EVA02Model, SpectralMoEForSemanticSegmentation
 from modeling_spectralmoe.data.schema import SpectralMetadata
 from modeling_spectralmoe.modeling_dofa import DOFAModel
 from modeling_spectralmoe.modeling_spectralmoe import ADAPTERS
@@ -108,9 +108,30 @@ BASELINE_PRESETS = {
     "baseline_adaptformer": ("adaptformer", False, 3_171_840 + 100 * 256),
     "baseline_vpt": ("vpt", False, 3_686_400 + 100 * 256),
 }
+# The paper's Table 1: three 4-band benchmarks x four more frozen encoders (`inherit: [benchmark, backbone]`).
+TABLE1_BENCHMARKS = {"fbp_cross_sensor": "five_billion_pixels_cross_sensor",
+                     "fbp_cross_regional": "five_billion_pixels_cross_regional", "flair": "flair"}
+# encoder fragment -> (Hub id, library class, width, layers, out_indices, adapted layers)
+TABLE1_ENCODERS = {
+    "dinov2_l": ("facebook/dinov2-large", Dinov2Model, 1024, 24, [7, 11, 15, 23], 24),
+    "clip_l": ("openai/clip-vit-large-patch14", CLIPVisionModel, 1024, 24, [7, 11, 15, 23], 24),
+    "sam_h": ("facebook/sam-vit-huge", SamVisionModel, 1280, 32, [7, 15, 23, 31], 4),
+    "eva02_l": ("timm/eva02_large_patch14_224.mim_m38m", EVA02Model, 1024, 24, [7, 11, 15, 23], 24),
+}
+TABLE1_PRESETS = {f"table1_{benchmark}_{encoder}": (benchmark, encoder)
+                  for benchmark in TABLE1_BENCHMARKS for encoder in TABLE1_ENCODERS}
+# BASELINES.md §8, adapter parameters of Table 1's methods: ViT-L (D = 1024, 24 layers) and SAM-H adapted at its 4
+# global blocks (D = 1280). FADA adds its trained Haar filter weights (16 D); the frozen baseline learns the query
+# table only. SAM-H's depth methods add the 1024 -> 1280 depth projection (SAM_DEPTH_PROJECTION).
+TABLE1_ADAPTER_COUNTS = {
+    "spectralmoe": (5_737_985, 4_456_961), "rein": (2_990_081, 3_892_481), "depthforge": (2_990_081, 3_892_481),
+    "set": (7_546_881, 7_683_841), "fada": (2_045_441 + 16_384, 2_424_321 + 20_480), "frozen": (25_600, 25_600),
+}
+SAM_DEPTH_PROJECTION = 1024 * 1280 + 1280
 PRESET_BENCHMARK = (
     {name: expected[0] for name, expected in PAPER_PRESETS.items()} | {"demo": "demo"}
     | {name: "fbp_cross_sensor" for name in BASELINE_PRESETS}
+    | {name: benchmark for name, (benchmark, _) in TABLE1_PRESETS.items()}
 )
 
 
@@ -137,6 +158,9 @@ def test_every_preset_is_covered_and_settings_are_dry():
     for name in BASELINE_PRESETS:
         preset = yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text())
         assert preset["inherit"] == "five_billion_pixels_cross_sensor.yaml"
+    for name, (benchmark, encoder) in TABLE1_PRESETS.items():
+        parents = yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text())["inherit"]
+        assert parents == [f"{TABLE1_BENCHMARKS[benchmark]}.yaml", f"backbones/{encoder}.yaml"]
     for name in PAPER_PRESETS:
         parent = yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()).get("inherit")
         if name.startswith("ablation_"):
@@ -171,6 +195,9 @@ def test_preset_loads_and_builds_the_paper_model_on_meta(name):
         assert adapter == adapter_parameter_count(tiny.num_hidden_layers, tiny.hidden_size, config.num_experts,
                                                   config.num_expert_tokens, config.expert_rank,
                                                   config.decoder_hidden_dim, 2)
+        return
+    if name in TABLE1_PRESETS:
+        assert_table1_encoder(model, config, TABLE1_PRESETS[name][1])
         return
     if name in BASELINE_PRESETS:
         adapter_type, uses_depth, adapter_count = BASELINE_PRESETS[name]
@@ -210,6 +237,35 @@ def test_preset_loads_and_builds_the_paper_model_on_meta(name):
     assert augmentation.scale_range == scale_range and augmentation.photometric == photometric
     assert (augmentation.brightness_delta, run.evaluation.crop) == (32, 512)
 
+
+
+def assert_table1_encoder(model, config, encoder: str) -> None:
+    """A Table 1 model: the paper's recipe and head on the named frozen encoder, at patch 16 and 512-px crops."""
+    hub_id, library_class, width, layers, out_indices, adapted = TABLE1_ENCODERS[encoder]
+    visual = config.backbone_config
+    assert (config.backbone, type(model.visual_encoder.model)) == (hub_id, library_class)
+    assert (visual.hidden_size, visual.num_hidden_layers, visual.patch_size, visual.image_size) == (
+        width, layers, 16, 512)
+    assert config.out_indices == out_indices and config.num_adapted_layers == adapted
+    assert model.visual_encoder.model.config.num_channels == config.num_channels == 4
+    assert config.depth_backbone == PROMPTDA_L and (model.depth_projection is not None) == (width != 1024)
+
+
+@pytest.mark.parametrize("encoder", TABLE1_ENCODERS)
+def test_table1_methods_have_the_adapter_sizes_of_the_official_modules(encoder):
+    """Every method of a Table 1 row, as `spectralmoe-compare --methods` builds it from the row's preset, on the meta
+    device: adapter parameters as BASELINES.md §8 counts them."""
+    for adapter_type, counts in TABLE1_ADAPTER_COUNTS.items():
+        run = load_run_config(f"table1_flair_{encoder}", ["--model.adapter_type", adapter_type])
+        config = build_model_config(run, benchmark_metadata("flair"))
+        with torch.device("meta"):
+            model = SpectralMoEForSemanticSegmentation(config)
+        head = sum(parameter.numel() for parameter in model.decode_head.parameters())
+        trained = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+        sam = encoder == "sam_h"
+        projection = SAM_DEPTH_PROJECTION if sam and config.uses_depth else 0
+        assert trained - head == counts[sam] + projection, adapter_type
+        assert type(model.adapter) is ADAPTERS[adapter_type]
 
 
 def test_presets_are_found_by_name_from_anywhere(tmp_path, monkeypatch):

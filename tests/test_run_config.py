@@ -20,6 +20,16 @@ def test_overrides_accept_both_flag_forms():
     }
 
 
+def test_a_preset_inherits_a_list_of_presets_in_order(tmp_path):
+    (tmp_path / "fragments").mkdir()
+    (tmp_path / "benchmark.yaml").write_text("seed: 1\nepochs: 3\nmodel: {num_experts: 3, top_k: 1}\n")
+    (tmp_path / "fragments" / "encoder.yaml").write_text("epochs: 5\nmodel: {num_experts: 4}\n")
+    (tmp_path / "run.yaml").write_text("inherit: [benchmark.yaml, fragments/encoder.yaml]\nseed: 2\n")
+    run = load_run_config(str(tmp_path / "run.yaml"))
+    # later parents override earlier ones, key by key; the preset itself overrides them all
+    assert (run.seed, run.epochs, run.model) == (2, 5, {"num_experts": 4, "top_k": 1})
+
+
 def test_settings_are_typed_at_every_level():
     run = load_run_config("demo", ["--evaluation.mode", "slide", "--augmentation.scale_range", "[1, 2]",
                                    "--normalization", "{mean: [1, 2, 3, 4], std: [5, 6, 7, 8]}", "--max_steps", "4"])

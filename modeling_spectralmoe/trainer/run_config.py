@@ -223,13 +223,15 @@ def _check_bounds(value, metadata, name: str) -> None:
 
 
 def _read_preset(path: Path) -> dict:
-    """Reads a YAML preset; `inherit: other.yaml` (relative to it) is read first and deep-merged under it."""
+    """Reads a YAML preset; `inherit: other.yaml` (relative to it), or a list of such files merged in order (e.g. a
+    benchmark, then a backbone), is read first and deep-merged under it."""
     with open(path) as handle:
         values = yaml.safe_load(handle) or {}
-    parent = values.pop("inherit", None)
-    if parent is None:
-        return values
-    return deep_merge(_read_preset(path.parent / parent), values)
+    parents = values.pop("inherit", None) or []
+    inherited: dict = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        inherited = deep_merge(inherited, _read_preset(path.parent / parent))
+    return deep_merge(inherited, values)
 
 
 def preset_path(name_or_path: str) -> Path:
