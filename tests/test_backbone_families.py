@@ -57,7 +57,7 @@ def feature_at_stride_16(model, pixel_values: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("family, size", [("dinov2", (48, 80)), ("clip", (48, 80)), ("sam", (64, 64)),
                                           ("eva02", (48, 80))])
 def test_layer_loop_equals_the_library_model(folders, family, size):
-    """DINOv2, CLIP and EVA02 (the package's model; timm is its oracle in test_eva02) at a non-native, non-square
+    """DINOv2, CLIP and EVA02 (the package's model; timm is its oracle in test_timm_oracle) at a non-native, non-square
     size (the model's own position interpolation); SAM at its native size (its forward refuses others)."""
     model = frozen_model(folders[family])
     pixel_values = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))

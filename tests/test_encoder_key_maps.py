@@ -64,11 +64,14 @@ def tiny_dinov2() -> Dinov2Model:
 
 
 # CLIP: the whole OpenAI model (image and text towers), patch 14 on 28 px, as its TorchScript `state_dict()` holds it.
+CLIP_PROJECTION = 16  # the width `visual.proj` maps the cls token to (unused here)
+
+
 def openai_clip_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
     shapes = {
         "visual.class_embedding": (WIDTH,), "visual.positional_embedding": (1 + 4, WIDTH),
         "visual.conv1.weight": (WIDTH, 3, 14, 14), **_layer_norm("visual.ln_pre"), **_layer_norm("visual.ln_post"),
-        "visual.proj": (WIDTH, 16),
+        "visual.proj": (WIDTH, CLIP_PROJECTION),
         "positional_embedding": (7, 24), "token_embedding.weight": (50, 24), **_layer_norm("ln_final", 24),
         "text_projection": (24, 16), "logit_scale": (), "transformer.resblocks.0.attn.in_proj_weight": (72, 24),
     }

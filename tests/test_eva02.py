@@ -1,5 +1,5 @@
 """EVA02 encoder: key conversion from timm's and EVA's names, RoPE against its closed form, the layer-by-layer
-interface, weight reading, and EVA02-L's size. The timm oracle is in test_eva02_timm_oracle.py."""
+interface, weight reading, and EVA02-L's size. The timm oracle is in test_timm_oracle.py."""
 
 import math
 
