@@ -31,7 +31,8 @@ def test_top_level_is_exactly_the_remote_code_of_a_saved_folder(tiny_encoders, t
 
 def test_every_folder_with_code_is_a_package():
     folders = {path.parent for path in PACKAGE.rglob("*.py")} | {path for path in PACKAGE.rglob("*") if path.is_dir()}
-    folders = {folder for folder in folders if folder.name not in DATA_FOLDERS | {"__pycache__"}}
+    skipped = DATA_FOLDERS | {"__pycache__"}
+    folders = {folder for folder in folders if not skipped & set(folder.relative_to(PACKAGE).parts)}
     assert [str(folder) for folder in folders if not (folder / "__init__.py").is_file()] == []
 
 
