@@ -83,6 +83,7 @@ def test_trained_card_holds_the_hub_metadata_and_measured_results(reference_run)
     assert metadata["license"] == LICENSE and metadata["metrics"] == ["mean_iou"] and metadata["inference"] is False
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "image-segmentation"
     assert "base_model" not in metadata  # the tiny encoders are local folders, no Hub repos
+    assert "datasets" not in metadata  # nor is the local dataset: the Hub links `datasets` entries as repo ids
     results = metadata["model-index"][0]["results"]
     assert results and all("source" not in entry for entry in results)  # measured here, not quoted
     pooled = next(entry for entry in results if entry["dataset"]["split"] == "pooled_targets")
@@ -104,7 +105,7 @@ def test_card_names_hub_encoders_as_base_models_of_an_adapter():
     config = SpectralMoEConfig(backbone="facebook/dinov3-vitl16-pretrain-lvd1689m", id2label=TINY_LABELS)
     metadata = front_matter(model_card(config, {}, "me/data", "me/model", "last", False,
                                        paper_benchmark="fbp_cross_regional"))
-    assert metadata["base_model"] == [config.backbone, config.depth_backbone]
+    assert metadata["base_model"] == [config.backbone, config.depth_backbone] and metadata["datasets"] == ["me/data"]
     assert metadata["base_model_relation"] == "adapter"
     title, mean_iou, mean_accuracy = PAPER_RESULTS["fbp_cross_regional"]
     (quoted,) = metadata["model-index"][0]["results"]

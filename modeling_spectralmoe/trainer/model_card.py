@@ -51,9 +51,8 @@ def model_card(
     """
     oracle = selection.startswith("oracle:")
     if Path(dataset).exists():  # a local folder's path means nothing to readers of the card: keep its name only
-        dataset, datasets = Path(dataset).name, None
-    else:
-        datasets = [dataset]
+        dataset = Path(dataset).name
+    datasets = [dataset] if HUB_ID.match(dataset) else None  # the Hub links `datasets` entries: repo ids only
     evaluations = [result for name, metrics in results.items() if "mean_iou" in metrics
                    for result in _measured(name, metrics, dataset, oracle)]
     evaluations += _quoted(paper_benchmark) if paper_benchmark else []
