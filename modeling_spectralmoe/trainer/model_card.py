@@ -75,8 +75,9 @@ def model_card(
     if oracle:
         lines += [f"**Oracle selection:** the checkpoint was chosen on target split `{selection[7:]}`; its target "
                   "scores are optimistic and not a domain-generalization result.", ""]
-    if provenance:
-        lines += [provenance, ""]
+    # A converted release says where it comes from; a trained model names its data (in the body: `datasets` only
+    # takes Hub ids).
+    lines += [provenance, ""] if provenance else [f"Trained on `{dataset}`.", ""]
     lines += _usage(model_id) + _try_it() + _bands(config, processor)
     lines += _table(results, selection) if results else []
     lines += _paper_table(paper_benchmark) if paper_benchmark else []
