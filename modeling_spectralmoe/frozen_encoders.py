@@ -12,6 +12,7 @@ from transformers.models.dinov3_vit.modeling_dinov3_vit import get_patches_cente
 
 from .configuration_spectralmoe import SpectralMoEConfig, adapted_layers, paired_depth_layer
 from .modeling_dofa import DOFAModel, read_dofa_weights
+from .position_tables import resize_cls_position_table
 
 
 def expand_patch_kernel(rgb_kernel: torch.Tensor, num_channels: int, rule: str) -> torch.Tensor:
@@ -59,20 +60,6 @@ def fit_patch_kernel(kernel: torch.Tensor, config: SpectralMoEConfig, patch_size
     if kernel.shape[-1] != patch_size:
         kernel = resample_patch_kernel(kernel, patch_size)
     return kernel
-
-
-def resize_position_grid(grid_table: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """A (1, H, W, D) position grid resized to (1, h, w, D): `mode` `"bicubic"` or `"bilinear"`, `align_corners=False`,
-    no antialias, computed in float32 (the converters' and the libraries' resize)."""
-    resized = F.interpolate(grid_table.permute(0, 3, 1, 2).float(), size=tuple(size), mode=mode, align_corners=False)
-    return resized.to(grid_table.dtype).permute(0, 2, 3, 1)
-
-
-def resize_cls_position_table(table: torch.Tensor, grid: tuple[int, int], mode: str) -> torch.Tensor:
-    """A (1, 1 + M*M, D) position table (cls entry first, kept) with its patch part resized to a (h, w) grid."""
-    side = round((table.shape[1] - 1) ** 0.5)
-    patches = resize_position_grid(table[:, 1:].reshape(1, side, side, -1), grid, mode)
-    return torch.cat([table[:, :1], patches.reshape(1, -1, table.shape[-1])], dim=1)
 
 
 class FrozenVisualEncoder(nn.Module):

@@ -33,6 +33,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .checkpoint_files import checkpoint_file, read_saved_folder, read_state_dict_file
 from .configuration_eva02 import EVA02Config
+from .position_tables import resize_cls_position_table
 
 
 # Tokens before the patch tokens: the cls token.
@@ -47,14 +48,7 @@ def resize_position_table(table: torch.Tensor, grid: tuple[int, int], method: st
     """A `(1, 1 + M * M, D)` position table (cls row first) resampled to an `(h, w)` patch grid, bicubic with
     `align_corners=False` in float32: antialiased for `method="timm"` (timm's `resample_abs_pos_embed` defaults), plain
     for `"eva"` (EVA's `interpolate_pos_embed`). The table itself when `grid == (M, M)`."""
-    side = round((table.shape[1] - 1) ** 0.5)
-    if tuple(grid) == (side, side):
-        return table
-    patches = table[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    antialias = method == "timm"
-    patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", antialias=antialias, align_corners=False)
-    patches = patches.to(table.dtype).permute(0, 2, 3, 1).reshape(1, -1, table.shape[-1])
-    return torch.cat([table[:, :1], patches], dim=1)
+    return resize_cls_position_table(table, grid, "bicubic", antialias=method == "timm")
 
 
 def rope_frequencies(config: EVA02Config) -> torch.Tensor:

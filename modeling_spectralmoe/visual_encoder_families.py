@@ -27,10 +27,9 @@ from .frozen_encoders import (
     dinov2_tokens,
     fit_patch_kernel,
     interpolate_dinov2_positions,
-    resize_cls_position_table,
-    resize_position_grid,
 )
 from .modeling_eva02 import EVA02Model, read_eva02_weights
+from .position_tables import resize_cls_position_table, resize_position_grid
 
 
 def encoder_config_for_bands(config: SpectralMoEConfig):
@@ -169,8 +168,7 @@ class CLIPVisualEncoder(LibraryVisualEncoder):
 
     def fit_positions(self, state_dict: dict[str, torch.Tensor], grid: tuple[int, int]) -> None:
         key = "embeddings.position_embedding.weight"
-        if state_dict[key].shape[0] != 1 + grid[0] * grid[1]:
-            state_dict[key] = resize_cls_position_table(state_dict[key][None], grid, "bilinear")[0]
+        state_dict[key] = resize_cls_position_table(state_dict[key][None], grid, "bilinear")[0]
 
 
 def resize_relative_positions(table: torch.Tensor, length: int) -> torch.Tensor:
@@ -214,10 +212,7 @@ class SAMVisualEncoder(LibraryVisualEncoder):
         tokens = projection(pixel_values.to(projection.weight.dtype)).permute(0, 2, 3, 1)
         if encoder.pos_embed is None:
             return tokens, {}
-        positions = encoder.pos_embed
-        if positions.shape[1:3] != tokens.shape[1:3]:
-            positions = resize_position_grid(positions, tokens.shape[1:3], "bicubic")
-        return tokens + positions, {}
+        return tokens + resize_position_grid(encoder.pos_embed, tokens.shape[1:3], "bicubic"), {}
 
     def patch_tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states.flatten(1, 2)
@@ -230,7 +225,7 @@ class SAMVisualEncoder(LibraryVisualEncoder):
 
     def fit_positions(self, state_dict: dict[str, torch.Tensor], grid: tuple[int, int]) -> None:
         key = "vision_encoder.pos_embed"
-        if key in state_dict and state_dict[key].shape[1:3] != grid:
+        if key in state_dict:
             state_dict[key] = resize_position_grid(state_dict[key], grid, "bicubic")
         for name, parameter in self.model.named_parameters():
             if name.endswith(("rel_pos_h", "rel_pos_w")) and state_dict[name].shape != parameter.shape:
@@ -275,8 +270,7 @@ class EVA02VisualEncoder(LibraryVisualEncoder):
 
     def fit_positions(self, state_dict: dict[str, torch.Tensor], grid: tuple[int, int]) -> None:
         key = "embeddings.position_embeddings"
-        if state_dict[key].shape[1] != 1 + grid[0] * grid[1]:
-            state_dict[key] = resize_cls_position_table(state_dict[key], grid, "bicubic")
+        state_dict[key] = resize_cls_position_table(state_dict[key], grid, "bicubic")
 
 
 # Chosen by `model_type`, not by config class: a model loaded as remote code imports the config and the model from
