@@ -100,24 +100,22 @@ def _hub_repo(name: str | None) -> str | None:
 
 
 def _measured(name: str, metrics: dict, dataset: str, oracle: bool) -> list[EvalResult]:
-    suffix = " (oracle selection)" if oracle else ""
-    common = dict(task_type="image-segmentation", task_name="Semantic segmentation", dataset_type=dataset,
-                  dataset_name=f"{dataset} [{name}]", dataset_split=name)
-    return [
-        EvalResult(metric_type="mean_iou", metric_name=f"mIoU{suffix}", metric_value=round(metrics["mean_iou"], 2),
-                   **common),
-        EvalResult(metric_type="mean_accuracy", metric_name=f"mAcc{suffix}",
-                   metric_value=round(metrics["mean_accuracy"], 2), **common),
-    ]
+    return _scores(metrics["mean_iou"], metrics["mean_accuracy"], " (oracle selection)" if oracle else "",
+                   dataset_type=dataset, dataset_name=f"{dataset} [{name}]", dataset_split=name)
 
 
 def _quoted(benchmark: str) -> list[EvalResult]:
     title, mean_iou, mean_accuracy = PAPER_RESULTS[benchmark]
-    common = dict(task_type="image-segmentation", task_name="Semantic segmentation", dataset_type=benchmark,
-                  dataset_name=f"{title} (target domains)", dataset_split=POOLED,
-                  source_name=PAPER_TABLE, source_url=PAPER_URL)
-    return [EvalResult(metric_type="mean_iou", metric_name="mIoU", metric_value=mean_iou, **common),
-            EvalResult(metric_type="mean_accuracy", metric_name="mAcc", metric_value=mean_accuracy, **common)]
+    return _scores(mean_iou, mean_accuracy, "", dataset_type=benchmark, dataset_name=f"{title} (target domains)",
+                   dataset_split=POOLED, source_name=PAPER_TABLE, source_url=PAPER_URL)
+
+
+def _scores(mean_iou: float, mean_accuracy: float, suffix: str, **dataset) -> list[EvalResult]:
+    """The mIoU and mAcc entries of one evaluation (`dataset`: its `EvalResult` fields, and a `source` if quoted)."""
+    common = dict(task_type="image-segmentation", task_name="Semantic segmentation", **dataset)
+    return [EvalResult(metric_type="mean_iou", metric_name=f"mIoU{suffix}", metric_value=round(mean_iou, 2), **common),
+            EvalResult(metric_type="mean_accuracy", metric_name=f"mAcc{suffix}", metric_value=round(mean_accuracy, 2),
+                       **common)]
 
 
 def _usage(model_id: str) -> list[str]:
