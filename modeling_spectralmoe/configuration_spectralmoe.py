@@ -403,9 +403,10 @@ class SpectralMoEConfig(PreTrainedConfig):
         self._validate_encoder_pair()
 
     def _validate_encoder_pair(self) -> None:
-        """Depth tokens enter the visual adapter's experts, so both widths must match. A family adapted after every
-        layer pairs its layers 1:1 with the depth layers; SAM pairs its global blocks with the depth layers at the
-        same relative depth (`paired_depth_layer`), so only its width must match."""
+        """Depth tokens enter the visual adapter's experts, so both widths must match unless `depth_projection` maps
+        one to the other. A family adapted after every layer pairs its layers 1:1 with the depth layers; SAM pairs
+        its global blocks with the depth layers at the same relative depth (`paired_depth_layer`), so its layer count
+        may differ."""
         visual, depth = self.backbone_config, self.depth_backbone_config
         if not self.uses_depth or visual is None or depth is None:
             return
